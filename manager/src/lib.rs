@@ -1,0 +1,2 @@
+//! rswarm's manager.
+pub mod raft;
