@@ -4,7 +4,7 @@
 //! service stubs. Does not own: behaviour. Conversions and validation live
 //! in the crates that use these types.
 
-#![allow(missing_docs, unreachable_pub, clippy::all)]
+#![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 
 /// Version 1 of the rswarm API.
 pub mod v1 {
