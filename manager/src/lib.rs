@@ -1,2 +1,27 @@
-//! rswarm's manager.
+//! rswarm's manager: the replicated store on openraft and the services and
+//! leader loops around it.
+//!
+//! - `store`: the in-memory cluster state, batched versioned writes, watches.
+//! - `raft`: openraft node, durable log, state machine, transport.
+//! - `manager`: a running manager (context shared by services and loops).
+//! - `leader`: finding the leader, forwarding, "no leader" errors.
+//! - `authz`: who may call what.
+//! - `controlapi`: the control API (nodes, cluster, join tokens, configs).
+//! - `ca`: the cluster CA (join, renewal).
+//! - `dispatcher`: node sessions and liveness.
+//! - `membership`: Raft membership follows node roles.
+//! - `bootstrap`: a new cluster's first objects.
+
+pub mod authz;
+pub mod bootstrap;
+pub mod ca;
+pub mod controlapi;
+pub mod dispatcher;
+pub mod leader;
+pub mod limits;
+pub mod manager;
+pub mod membership;
 pub mod raft;
+pub mod store;
+
+pub use manager::{Manager, ManagerConfig, ManagerContext};

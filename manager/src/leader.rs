@@ -1,0 +1,123 @@
+//! Reaching the leader. Every control call runs on the leader: a follower
+//! forwards it (once: a forwarded call that finds no leader fails instead of
+//! bouncing), and a call that finds no leader within `LEADER_WAIT_MAX` fails
+//! with how many managers this one can reach — never a hang.
+
+use std::time::Duration;
+
+use tonic::Status;
+use tonic::transport::Channel;
+
+use crate::limits::LEADER_WAIT_MAX;
+use crate::manager::ManagerContext;
+use crate::raft::node::RaftNodeError;
+use crate::store::StoreError;
+
+/// Metadata key marking a call a follower forwarded to the leader.
+pub const FORWARDED_KEY: &str = "rswarm-forwarded";
+/// Metadata key on a redirect: the leader's address.
+pub const LEADER_KEY: &str = "rswarm-leader";
+
+/// Where a call runs.
+pub enum Route {
+    /// Here: this manager leads.
+    Local,
+    /// On the leader, through this channel.
+    Leader(Channel),
+}
+
+impl ManagerContext {
+    /// Where a call should run; waits briefly for an election in progress.
+    pub async fn route(&self, forwarded: bool) -> Result<Route, Status> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT_MAX;
+        loop {
+            if self.raft.is_leader() {
+                return Ok(Route::Local);
+            }
+            if let Some((id, addr)) = self.raft.leader()
+                && id != self.raft.id()
+                && !forwarded
+            {
+                let channel = self.channels.get(&addr).map_err(|e| {
+                    Status::unavailable(format!("cannot reach the leader at {addr}: {e}"))
+                })?;
+                return Ok(Route::Leader(channel));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.no_leader_status().await);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The leader's address, for calls that redirect instead of forwarding.
+    pub async fn leader_addr(&self) -> Result<Option<String>, Status> {
+        match self.route(true).await {
+            Ok(Route::Local) => Ok(None),
+            Ok(Route::Leader(_)) | Err(_) => match self.raft.leader() {
+                Some((_, addr)) => Ok(Some(addr)),
+                None => Err(self.no_leader_status().await),
+            },
+        }
+    }
+
+    /// "cluster has no leader: 1 of 3 managers reachable", counting this
+    /// manager and every other voter that accepts a TCP connection.
+    pub async fn no_leader_status(&self) -> Status {
+        let members = self.raft.members();
+        let others: Vec<String> = members
+            .voters
+            .iter()
+            .filter(|id| **id != self.raft.id())
+            .filter_map(|id| members.addrs.get(id).cloned())
+            .collect();
+        let probes = others.iter().map(|addr| async move {
+            let connect = tokio::net::TcpStream::connect(addr.as_str());
+            matches!(
+                tokio::time::timeout(Duration::from_millis(500), connect).await,
+                Ok(Ok(_))
+            )
+        });
+        let reachable = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count();
+        let total = members.voters.len().max(1);
+        let me = usize::from(members.voters.contains(&self.raft.id()));
+        Status::unavailable(format!(
+            "cluster has no leader: {} of {total} managers reachable; \
+             a majority ({}) must be up to elect one",
+            reachable + me,
+            total / 2 + 1
+        ))
+    }
+}
+
+/// The status a failed proposal or read gives the caller.
+pub fn status_from_raft(e: RaftNodeError) -> Status {
+    match e {
+        RaftNodeError::NotLeader { .. } => {
+            Status::unavailable("leadership changed during the call: retry")
+        }
+        RaftNodeError::Rejected(e) => status_from_store(e),
+        RaftNodeError::Indeterminate => Status::unavailable(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// The status a store error gives the caller.
+pub fn status_from_store(e: StoreError) -> Status {
+    let msg = e.to_string();
+    match e {
+        StoreError::Conflict { .. } => Status::aborted(msg),
+        StoreError::NotFound { .. } | StoreError::NotFoundByReference { .. } => {
+            Status::not_found(msg)
+        }
+        StoreError::AlreadyExists { .. } | StoreError::NameConflict { .. } => {
+            Status::already_exists(msg)
+        }
+        StoreError::Ambiguous { .. } => Status::failed_precondition(msg),
+        _ => Status::invalid_argument(msg),
+    }
+}
