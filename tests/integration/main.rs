@@ -1,1 +1,5 @@
+//! Cluster tests: every node is a real `rswarm daemon` process with its own
+//! data dir, talking mutual TLS over loopback. One test binary, one module
+//! per area.
 
+mod foundation;

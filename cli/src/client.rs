@@ -1,0 +1,68 @@
+//! Reaching the daemon the CLI talks to: `-H/--host` or `RSWARM_HOST`,
+//! `unix:///path/rswarm.sock` (default `unix:///run/rswarm/rswarm.sock`).
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use rswarm_proto::control_client::ControlClient;
+use rswarm_proto::local_node_client::LocalNodeClient;
+use tonic::transport::Channel;
+
+/// The default daemon address.
+pub const DEFAULT_HOST: &str = "unix:///run/rswarm/rswarm.sock";
+
+/// Largest answer the CLI accepts (a node list of a big cluster).
+const RESPONSE_SIZE_MAX: usize = 64 * 1024 * 1024;
+
+/// A connection to one daemon.
+#[derive(Clone)]
+pub struct Daemon {
+    host: String,
+    channel: Channel,
+}
+
+impl Daemon {
+    /// Parses `host` and prepares a (lazy) connection.
+    pub fn connect(host: &str) -> Result<Self> {
+        let Some(path) = host.strip_prefix("unix://") else {
+            bail!("unsupported host {host:?}: use unix:///path/to/rswarm.sock");
+        };
+        if path.is_empty() {
+            bail!("invalid host {host:?}: the socket path is empty");
+        }
+        Ok(Self {
+            host: host.to_string(),
+            channel: rswarm_pki::unix_channel(PathBuf::from(path)),
+        })
+    }
+
+    /// The local node API.
+    pub fn node(&self) -> LocalNodeClient<Channel> {
+        LocalNodeClient::new(self.channel.clone()).max_decoding_message_size(RESPONSE_SIZE_MAX)
+    }
+
+    /// The control API.
+    pub fn control(&self) -> ControlClient<Channel> {
+        ControlClient::new(self.channel.clone()).max_decoding_message_size(RESPONSE_SIZE_MAX)
+    }
+
+    /// Turns a failed call into the message a user should see.
+    pub fn explain(&self, status: tonic::Status) -> anyhow::Error {
+        let msg = status.message();
+        let transport = matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown
+        ) && (msg.contains("transport error")
+            || msg.contains("connect")
+            || msg.contains("No such file"));
+        if transport {
+            anyhow::anyhow!(
+                "cannot connect to the rswarm daemon at {}: is it running? start it with 'rswarm daemon' \
+                 (or point -H/RSWARM_HOST at its socket)",
+                self.host
+            )
+        } else {
+            anyhow::anyhow!("{msg}")
+        }
+    }
+}
