@@ -102,9 +102,9 @@ async fn heartbeat(
     let node = ctx
         .store
         .read(|s| s.node(&node_id).cloned())
-        .ok_or_else(|| {
-            Status::permission_denied(format!("node {node_id} is not part of the cluster"))
-        })?;
+        // Not removed (authz checked that) but unknown: the store has not
+        // caught up with the node's admission yet, so the node retries.
+        .ok_or_else(|| Status::not_found(format!("node {node_id} is not known yet: retry")))?;
     ctx.liveness.beat(&node_id);
     if node_after_beat(&node, &req).is_some() {
         ctx.update_with_retry(|s| {

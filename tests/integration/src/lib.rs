@@ -333,7 +333,19 @@ impl Cluster {
             }
             Ok(false)
         })
-        .with_context(|| format!("cluster did not reach {n} Ready nodes with one leader"))
+        .with_context(|| format!("cluster did not reach {n} Ready nodes with one leader\n{}", self.report()))
+    }
+
+    /// What every node says and logged last, for failure messages.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let ls = n.rswarm(&["node", "ls"]).map(|o| {
+                format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+            });
+            out.push_str(&format!("--- {} node ls:\n{}\n--- {} log:\n{}\n", n.name, ls.unwrap_or_default(), n.name, n.log_tail()));
+        }
+        out
     }
 
     /// The name of the node that currently leads, asked through `via`.
