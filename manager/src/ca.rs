@@ -187,10 +187,7 @@ async fn renew(
     subject: NodeSubject,
     req: RenewNodeCertificateRequest,
 ) -> Result<RenewNodeCertificateResponse, Status> {
-    ctx.raft
-        .linearizable_read()
-        .await
-        .map_err(crate::leader::status_from_raft)?;
+    ctx.ensure_current().await?;
     let (node, cluster) = ctx
         .store
         .read(|s| (s.node(&subject.node_id).cloned(), s.cluster().cloned()));

@@ -185,10 +185,7 @@ async fn update_node(
         .spec
         .ok_or_else(|| Status::invalid_argument("update needs a node spec"))?;
     validate_node_spec(&spec)?;
-    ctx.raft
-        .linearizable_read()
-        .await
-        .map_err(crate::leader::status_from_raft)?;
+    ctx.ensure_current().await?;
     let current = ctx
         .store
         .read(|s| s.node(&req.node_id).cloned())
@@ -237,10 +234,7 @@ async fn remove_node(
     ctx: Arc<ManagerContext>,
     req: RemoveNodeRequest,
 ) -> Result<RemoveNodeResponse, Status> {
-    ctx.raft
-        .linearizable_read()
-        .await
-        .map_err(crate::leader::status_from_raft)?;
+    ctx.ensure_current().await?;
     let (node, cluster) = ctx
         .store
         .read(|s| {
@@ -328,10 +322,7 @@ async fn rotate_join_token(
 ) -> Result<RotateJoinTokenResponse, Status> {
     let role = NodeRole::try_from(req.role)
         .map_err(|_| Status::invalid_argument("role must be worker or manager"))?;
-    ctx.raft
-        .linearizable_read()
-        .await
-        .map_err(crate::leader::status_from_raft)?;
+    ctx.ensure_current().await?;
     let mut tokens = None;
     ctx.update_with_retry(|s: &StoreState| {
         let mut cluster = s

@@ -104,15 +104,34 @@ impl ManagerContext {
             actions,
             timestamp_ms: now_ms(),
         };
-        self.raft.propose(proposal).await.map_err(status_from_raft)
+        match self.raft.propose(proposal).await {
+            Ok(version) => Ok(version),
+            Err(e) => Err(self.status_from_raft(e).await),
+        }
+    }
+
+    /// The status for a failed proposal or read; says how many managers are
+    /// reachable when the trouble is a missing quorum or leader.
+    pub async fn status_from_raft(&self, e: RaftNodeError) -> Status {
+        match e {
+            RaftNodeError::NoQuorum | RaftNodeError::NotLeader { leader_addr: None } => {
+                self.no_leader_status().await
+            }
+            other => status_from_raft(other),
+        }
+    }
+
+    /// Makes the local store reflect every write committed before the call.
+    pub async fn ensure_current(&self) -> Result<(), Status> {
+        match self.raft.linearizable_read().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.status_from_raft(e).await),
+        }
     }
 
     /// Makes the local store current (ReadIndex), then reads it.
     pub async fn read<R>(&self, f: impl FnOnce(&StoreState) -> R) -> Result<R, Status> {
-        self.raft
-            .linearizable_read()
-            .await
-            .map_err(status_from_raft)?;
+        self.ensure_current().await?;
         Ok(self.store.read(f))
     }
 

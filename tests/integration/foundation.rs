@@ -275,3 +275,31 @@ fn demote_and_promote_keep_quorum() -> Result<()> {
     ensure!(managers(&c)? == 3, "membership changed");
     Ok(())
 }
+
+/// Goal: without a quorum, calls fail within 5 s saying why — never hang;
+/// a node that stops heartbeating is marked Down.
+/// Method: 3 managers + 1 worker; kill the worker (Down within a few
+/// heartbeats); kill two managers and time `node ls` on the survivor.
+#[test]
+fn no_quorum_fails_fast_and_dead_nodes_go_down() -> Result<()> {
+    let mut c = Cluster::form(3, 1)?;
+    c.node_mut("w1").kill9();
+    wait_until(Duration::from_secs(10), || {
+        Ok(c.node_ls("m1")?
+            .iter()
+            .any(|n| n["Hostname"] == "w1" && n["Status"] == "Down"))
+    })
+    .context("w1 was not marked Down")?;
+    c.node_mut("m2").kill9();
+    c.node_mut("m3").kill9();
+    std::thread::sleep(Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let (code, err) = c.node("m1").fails(&["node", "ls"])?;
+    let took = started.elapsed();
+    ensure!(took < Duration::from_secs(6), "took {took:?}");
+    ensure!(
+        code == 1 && err.contains("cluster has no leader: 1 of 3 managers reachable"),
+        "{err}"
+    );
+    Ok(())
+}

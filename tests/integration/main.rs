@@ -2,4 +2,5 @@
 //! data dir, talking mutual TLS over loopback. One test binary, one module
 //! per area.
 
+mod bad_input;
 mod foundation;

@@ -45,6 +45,9 @@ pub enum RaftNodeError {
     /// The store refused the batch (conflict, missing object, …).
     #[error(transparent)]
     Rejected(#[from] StoreError),
+    /// This node leads but cannot reach a quorum.
+    #[error("this manager cannot reach a quorum of managers")]
+    NoQuorum,
     /// The batch may or may not have been committed (leadership changed
     /// while it was in flight).
     #[error(
@@ -178,12 +181,14 @@ impl RaftNode {
     /// Returns once the local store reflects every write committed before the
     /// call (ReadIndex through the leader's quorum).
     pub async fn linearizable_read(&self) -> Result<(), RaftNodeError> {
+        use openraft::error::LinearizableReadError;
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => Ok(()),
-            Err(e) => match e.forward_to_leader() {
-                Some(f) => Err(RaftNodeError::NotLeader {
+            Err(e) => match e.api_error() {
+                Some(LinearizableReadError::ForwardToLeader(f)) => Err(RaftNodeError::NotLeader {
                     leader_addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
                 }),
+                Some(LinearizableReadError::QuorumNotEnough(_)) => Err(RaftNodeError::NoQuorum),
                 None => Err(RaftNodeError::Fatal(e.to_string())),
             },
         }

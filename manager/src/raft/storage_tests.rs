@@ -366,13 +366,14 @@ async fn a_single_node_raft_writes_snapshots_purges_and_recovers() {
     raft.shutdown().await.unwrap();
 }
 
-/// Rough throughput of a single node on this machine's disk: 64 writers.
-/// Run with `cargo test -p rswarm-manager -- --ignored --nocapture throughput`.
+/// Goal: 64 concurrent writers through the group-committing log all land.
+/// Method: 64 tasks × 20 creates; every write succeeds and the store holds
+/// every object once. (Throughput is measured by `rswarm bench writes`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a check"]
-async fn throughput_with_64_concurrent_writers() {
+async fn concurrent_writers_all_land() {
     let dir = tempfile::tempdir().unwrap();
-    let raft = start(dir.path(), Store::new()).await;
+    let store = Store::new();
+    let raft = start(dir.path(), store.clone()).await;
     raft.initialize(std::collections::BTreeMap::from([(
         1,
         BasicNode::default(),
@@ -383,8 +384,7 @@ async fn throughput_with_64_concurrent_writers() {
         .state(openraft::ServerState::Leader, "leader")
         .await
         .unwrap();
-    let writes_per_task = 100;
-    let started = std::time::Instant::now();
+    let writes_per_task = 20;
     let tasks: Vec<_> = (0..64)
         .map(|t| {
             let raft = raft.clone();
@@ -402,7 +402,6 @@ async fn throughput_with_64_concurrent_writers() {
     for t in tasks {
         t.await.unwrap();
     }
-    let secs = started.elapsed().as_secs_f64();
-    println!("{} writes/s", (64 * writes_per_task) as f64 / secs);
+    assert_eq!(store.read(|s| s.nodes().count()), 64 * writes_per_task);
     raft.shutdown().await.unwrap();
 }

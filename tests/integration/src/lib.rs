@@ -117,6 +117,30 @@ impl Node {
         })
     }
 
+    /// Starts the daemon and expects it to refuse: returns its exit code and log.
+    pub fn start_expecting_refusal(&mut self) -> Result<(i32, String)> {
+        std::fs::create_dir_all(&self.run_dir)?;
+        let out = Command::new(rswarm_bin())
+            .args(["daemon", "--data-dir"])
+            .arg(&self.data_dir)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .args(["--listen-addr", &self.addr(), "--hostname", &self.name])
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot start rswarm daemon")?;
+        if out.status.success() {
+            bail!(
+                "daemon {} started and exited cleanly instead of refusing",
+                self.name
+            );
+        }
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// SIGKILL, no cleanup: the crash a node must survive.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -333,7 +357,12 @@ impl Cluster {
             }
             Ok(false)
         })
-        .with_context(|| format!("cluster did not reach {n} Ready nodes with one leader\n{}", self.report()))
+        .with_context(|| {
+            format!(
+                "cluster did not reach {n} Ready nodes with one leader\n{}",
+                self.report()
+            )
+        })
     }
 
     /// What every node says and logged last, for failure messages.
@@ -341,9 +370,19 @@ impl Cluster {
         let mut out = String::new();
         for n in &self.nodes {
             let ls = n.rswarm(&["node", "ls"]).map(|o| {
-                format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
             });
-            out.push_str(&format!("--- {} node ls:\n{}\n--- {} log:\n{}\n", n.name, ls.unwrap_or_default(), n.name, n.log_tail()));
+            out.push_str(&format!(
+                "--- {} node ls:\n{}\n--- {} log:\n{}\n",
+                n.name,
+                ls.unwrap_or_default(),
+                n.name,
+                n.log_tail()
+            ));
         }
         out
     }
