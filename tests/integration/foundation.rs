@@ -65,8 +65,16 @@ fn leader_failover_and_restart_from_disk() -> Result<()> {
     .context("no new leader after the old one was killed")?;
     c.node(survivor)
         .ok(&["node", "update", "--label-add", "zone=a", "w1"])?;
-    let info = c.node(survivor).info()?;
-    ensure!(info.contains_key("NodeID"), "info: {info:?}");
+    let nodes = c.node_ls(survivor)?;
+    let old = nodes
+        .iter()
+        .find(|n| n["Hostname"] == leader.as_str())
+        .context("old leader not listed")?;
+    ensure!(
+        old["ManagerStatus"] == "Unreachable",
+        "dead leader shows {}",
+        old["ManagerStatus"]
+    );
     // The old leader comes back and catches up with the committed write.
     c.node_mut(&leader).start()?;
     let w1 = c.node(survivor).ok(&["node", "inspect", "w1"])?;
@@ -300,6 +308,68 @@ fn no_quorum_fails_fast_and_dead_nodes_go_down() -> Result<()> {
     ensure!(
         code == 1 && err.contains("cluster has no leader: 1 of 3 managers reachable"),
         "{err}"
+    );
+    Ok(())
+}
+
+/// Goal: a client can follow the store's applied changes and resume from a
+/// version without missing one.
+/// Method: watch from the current version on a follower, update a label
+/// through the leader, and receive that change; then resume from just
+/// before it and receive it again.
+#[test]
+fn watch_streams_applied_changes_and_resumes() -> Result<()> {
+    let c = Cluster::form(3, 0)?;
+    let follower = if c.leader("m1")? == "m2" { "m3" } else { "m2" };
+    let socket = c.node(follower).run_dir.join("rswarm.sock");
+    let start = store_version(&c, follower)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let _runtime = rt.enter();
+    let mut control =
+        rswarm_proto::control_client::ControlClient::new(rswarm_pki::unix_channel(socket));
+    let mut stream = rt
+        .block_on(control.watch(rswarm_proto::WatchRequest {
+            since_version: start,
+        }))?
+        .into_inner();
+    c.node("m1")
+        .ok(&["node", "update", "--label-add", "watched=yes", "m1"])?;
+    let labelled =
+        |e: &rswarm_proto::StoreEvent| match e.object.as_ref().and_then(|o| o.kind.as_ref()) {
+            Some(rswarm_proto::object::Kind::Node(n)) => n
+                .spec
+                .as_ref()
+                .and_then(|s| s.annotations.as_ref())
+                .is_some_and(|a| a.labels.get("watched").is_some_and(|v| v == "yes")),
+            _ => false,
+        };
+    let event = rt.block_on(async {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
+            match next {
+                Ok(Ok(Some(e))) if labelled(&e) => return Ok(e),
+                Ok(Ok(Some(_))) => continue,
+                other => anyhow::bail!("no labelled event: {other:?}"),
+            }
+        }
+    })?;
+    ensure!(
+        event.version > start,
+        "event version {} not after {start}",
+        event.version
+    );
+    let mut again = rt
+        .block_on(control.watch(rswarm_proto::WatchRequest {
+            since_version: event.version - 1,
+        }))?
+        .into_inner();
+    let first = rt
+        .block_on(again.message())?
+        .context("resumed watch ended")?;
+    ensure!(
+        first.version == event.version && labelled(&first),
+        "resumed at {}",
+        first.version
     );
     Ok(())
 }

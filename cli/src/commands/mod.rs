@@ -66,7 +66,8 @@ struct DaemonArgs {
     #[arg(long)]
     hostname: Option<String>,
     /// Log level: error, warn, info, debug, trace (or a tracing filter).
-    #[arg(long, default_value = "info")]
+    /// openraft's own chatter is kept to warnings unless asked for.
+    #[arg(long, default_value = "info,openraft=warn")]
     log_level: String,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]

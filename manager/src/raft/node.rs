@@ -97,6 +97,9 @@ fn raft_config() -> Result<Config, String> {
         // Snapshots of a large store take more than openraft's 200 ms default.
         install_snapshot_timeout: 30_000,
         enable_pre_vote: Some(true),
+        // Replicate entries as soon as they are appended, so the leader's
+        // fsync and the followers' overlap instead of running back to back.
+        broadcast_submitted_on_append: Some(true),
         ..Config::default()
     };
     config.validate().map_err(|e| e.to_string())
