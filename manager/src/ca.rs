@@ -16,8 +16,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::controlapi::{manager_addrs, new_object_id, new_raft_id};
-use crate::leader::{FORWARDED_KEY, LEADER_KEY, Route};
-use crate::limits::REQUEST_TIMEOUT;
+use crate::leader::{Route, forwarded as forwarded_req, is_forwarded};
 use crate::manager::{ManagerContext, action};
 
 /// The CA service.
@@ -222,16 +221,6 @@ async fn renew(
     })
 }
 
-/// A redirect to the leader for calls that carry the caller's identity and
-/// so cannot be forwarded.
-pub fn redirect(leader: Option<String>) -> Status {
-    let mut status = Status::unavailable("this manager is not the leader: ask the leader");
-    if let Some(v) = leader.and_then(|addr| addr.parse().ok()) {
-        status.metadata_mut().insert(LEADER_KEY, v);
-    }
-    status
-}
-
 #[tonic::async_trait]
 impl rswarm_proto::ca_server::Ca for CaService {
     async fn get_root_ca_certificate(
@@ -258,25 +247,22 @@ impl rswarm_proto::ca_server::Ca for CaService {
         &self,
         req: Request<IssueNodeCertificateRequest>,
     ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
-        let forwarded = req.metadata().contains_key(FORWARDED_KEY);
+        let forwarded = is_forwarded(&req);
         let ctx = self.ctx.clone();
         let work = async move {
             match ctx.route(forwarded).await? {
                 Route::Leader(channel) => {
-                    let mut fwd = Request::new(req.into_inner());
-                    fwd.metadata_mut()
-                        .insert(FORWARDED_KEY, "1".parse().expect("ascii"));
                     rswarm_proto::ca_client::CaClient::new(channel)
-                        .issue_node_certificate(fwd)
+                        .issue_node_certificate(forwarded_req(req))
                         .await
                 }
                 Route::Local => issue(ctx, req.into_inner()).await.map(Response::new),
             }
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
-            Ok(r) => r.inspect_err(|s| warn!(code = ?s.code(), "join refused: {}", s.message())),
-            Err(_) => Err(self.ctx.no_leader_status().await),
-        }
+        self.ctx
+            .bounded(work)
+            .await
+            .inspect_err(|s| warn!(code = ?s.code(), "join refused: {}", s.message()))
     }
 
     async fn renew_node_certificate(
@@ -287,13 +273,8 @@ impl rswarm_proto::ca_server::Ca for CaService {
             .ctx
             .authz
             .require_node(req.extensions().get::<PeerInfo>())?;
-        if let Some(leader) = self.ctx.leader_addr().await? {
-            return Err(redirect(Some(leader)));
-        }
-        let work = renew(self.ctx.clone(), subject, req.into_inner());
-        match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
-            Ok(r) => r.map(Response::new),
-            Err(_) => Err(self.ctx.no_leader_status().await),
-        }
+        self.ctx
+            .on_leader_as_caller(renew(self.ctx.clone(), subject, req.into_inner()))
+            .await
     }
 }

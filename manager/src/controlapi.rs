@@ -19,8 +19,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
 
-use crate::leader::{FORWARDED_KEY, Route, status_from_store};
-use crate::limits::REQUEST_TIMEOUT;
+use crate::leader::{Route, forwarded as forwarded_req, is_forwarded, status_from_store};
 use crate::manager::{ManagerContext, action};
 use crate::raft::node::PeerHealth;
 use crate::store::StoreState;
@@ -54,24 +53,19 @@ impl ControlService {
         self.ctx
             .authz
             .require_manager(req.extensions().get::<PeerInfo>())?;
-        let forwarded = req.metadata().contains_key(FORWARDED_KEY);
+        let forwarded = is_forwarded(&req);
         let ctx = self.ctx.clone();
         let work = async move {
             match ctx.route(forwarded).await? {
                 Route::Leader(channel) => {
-                    let mut fwd = Request::new(req.into_inner());
-                    fwd.metadata_mut()
-                        .insert(FORWARDED_KEY, "1".parse().expect("ascii"));
-                    forward(ControlClient::new(channel), fwd).await
+                    forward(ControlClient::new(channel), forwarded_req(req)).await
                 }
                 Route::Local => local(ctx, req.into_inner()).await.map(Response::new),
             }
         };
-        let span = info_span!("control", call = name);
-        match tokio::time::timeout(REQUEST_TIMEOUT, work.instrument(span)).await {
-            Ok(result) => result,
-            Err(_) => Err(self.ctx.no_leader_status().await),
-        }
+        self.ctx
+            .bounded(work.instrument(info_span!("control", call = name)))
+            .await
     }
 }
 

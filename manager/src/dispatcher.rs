@@ -19,9 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
-use crate::ca::redirect;
 use crate::controlapi::manager_addrs;
-use crate::limits::{HEARTBEAT_PERIOD_DEFAULT, HEARTBEATS_MISSED_MAX, REQUEST_TIMEOUT};
+use crate::limits::{HEARTBEAT_PERIOD_DEFAULT, HEARTBEATS_MISSED_MAX};
 use crate::manager::{ManagerContext, action};
 use crate::store::StoreState;
 
@@ -144,14 +143,13 @@ impl rswarm_proto::dispatcher_server::Dispatcher for DispatcherService {
             .ctx
             .authz
             .require_node(req.extensions().get::<PeerInfo>())?;
-        if let Some(leader) = self.ctx.leader_addr().await? {
-            return Err(redirect(Some(leader)));
-        }
-        let work = heartbeat(self.ctx.clone(), subject.node_id, req.into_inner());
-        match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
-            Ok(r) => r.map(Response::new),
-            Err(_) => Err(self.ctx.no_leader_status().await),
-        }
+        self.ctx
+            .on_leader_as_caller(heartbeat(
+                self.ctx.clone(),
+                subject.node_id,
+                req.into_inner(),
+            ))
+            .await
     }
 }
 

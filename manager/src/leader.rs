@@ -3,12 +3,14 @@
 //! bouncing), and a call that finds no leader within `LEADER_WAIT_MAX` fails
 //! with how many managers this one can reach — never a hang.
 
+use std::future::Future;
 use std::time::Duration;
 
-use tonic::Status;
+use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
 
-use crate::limits::LEADER_WAIT_MAX;
+use crate::limits::{LEADER_WAIT_MAX, REQUEST_TIMEOUT};
 use crate::manager::ManagerContext;
 use crate::raft::node::RaftNodeError;
 use crate::store::StoreError;
@@ -92,6 +94,55 @@ impl ManagerContext {
             total / 2 + 1
         ))
     }
+}
+
+impl ManagerContext {
+    /// Runs `work` within `REQUEST_TIMEOUT`; a call that runs out of time
+    /// reports why (usually: no leader) instead of hanging.
+    pub async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
+            Ok(result) => result,
+            Err(_) => Err(self.no_leader_status().await),
+        }
+    }
+
+    /// Runs a call that identifies its caller by certificate: on the leader
+    /// it runs `work`; elsewhere it redirects, since forwarding would lose
+    /// the caller's identity.
+    pub async fn on_leader_as_caller<T>(
+        &self,
+        work: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        if let Some(leader) = self.leader_addr().await? {
+            return Err(redirect(&leader));
+        }
+        self.bounded(work).await.map(Response::new)
+    }
+}
+
+/// A copy of `req` marked as forwarded, for the leader.
+pub fn forwarded<T>(req: Request<T>) -> Request<T> {
+    let mut fwd = Request::new(req.into_inner());
+    fwd.metadata_mut()
+        .insert(FORWARDED_KEY, MetadataValue::from_static("1"));
+    fwd
+}
+
+/// Whether a follower already forwarded `req`.
+pub fn is_forwarded<T>(req: &Request<T>) -> bool {
+    req.metadata().contains_key(FORWARDED_KEY)
+}
+
+/// A redirect to the leader at `leader`.
+pub fn redirect(leader: &str) -> Status {
+    let mut status = Status::unavailable("this manager is not the leader: ask the leader");
+    if let Ok(v) = leader.parse() {
+        status.metadata_mut().insert(LEADER_KEY, v);
+    }
+    status
 }
 
 /// The status a failed proposal or read gives the caller.
