@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, Snapshot};
 use rswarm_pki::PeerInfo;
@@ -170,6 +171,43 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         .await
     }
 
+    /// Pipelined replication: many AppendEntries in flight on one
+    /// bidirectional stream instead of one round trip at a time.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        use futures::StreamExt;
+        Box::pin(async move {
+            let mut client = self.client()?;
+            // An unencodable request becomes an empty blob, which the peer
+            // refuses: the stream ends with an error rather than a gap.
+            let requests = input.map(|req| Blob {
+                data: postcard::to_allocvec(&req).unwrap_or_default(),
+            });
+            let responses = client
+                .stream_append(requests)
+                .await
+                .map_err(|status| status_to_rpc_error(&status))?
+                .into_inner();
+            let results = responses.map(|item| match item {
+                Ok(blob) => decode::<StreamAppendResult<TypeConfig>>(&blob),
+                Err(status) => Err(status_to_rpc_error(&status)),
+            });
+            Ok(Box::pin(results) as BoxStream<'s, _>)
+        })
+    }
+
     async fn vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
@@ -239,6 +277,9 @@ fn rpc_to_streaming(e: RPCError<TypeConfig>) -> StreamingError<TypeConfig> {
     }
 }
 
+/// A stream of encoded Raft responses.
+pub type BlobStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Blob, Status>> + Send>>;
+
 /// The server side: hands peers' Raft messages to the local openraft node.
 /// Only manager certificates of this cluster may call it.
 pub struct RaftService {
@@ -281,6 +322,38 @@ impl rswarm_proto::raft_server::Raft for RaftService {
         let rpc: AppendEntriesRequest<TypeConfig> = decode_request(req.get_ref())?;
         let resp = self.raft.append_entries(rpc).await.map_err(raft_status)?;
         encode_response(&resp)
+    }
+
+    type StreamAppendStream = BlobStream;
+
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<Blob>>,
+    ) -> Result<Response<BlobStream>, Status> {
+        use futures::StreamExt;
+        use std::future::ready;
+        self.check(&req)?;
+        // Stop at the first undecodable request: skipping it would leave a
+        // gap the leader does not expect.
+        let requests = req
+            .into_inner()
+            .map(|item| {
+                item.ok().and_then(|b| {
+                    postcard::from_bytes::<AppendEntriesRequest<TypeConfig>>(&b.data).ok()
+                })
+            })
+            .take_while(|r| ready(r.is_some()))
+            .filter_map(ready);
+        let results = self
+            .raft
+            .stream_append(requests)
+            .map(|result| match result {
+                Ok(r) => postcard::to_allocvec(&r)
+                    .map(|data| Blob { data })
+                    .map_err(|e| Status::internal(format!("cannot encode raft response: {e}"))),
+                Err(fatal) => Err(raft_status(fatal)),
+            });
+        Ok(Response::new(Box::pin(results)))
     }
 
     async fn vote(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
