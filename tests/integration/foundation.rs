@@ -373,3 +373,34 @@ fn watch_streams_applied_changes_and_resumes() -> Result<()> {
     );
     Ok(())
 }
+
+/// Goal: demoting the leader hands leadership over first, so the cluster
+/// keeps a leader throughout and ends with the other two managers.
+/// Method: demote the current leader through a follower; wait until it is a
+/// worker, another manager leads, and writes still work.
+#[test]
+fn demoting_the_leader_transfers_leadership() -> Result<()> {
+    let c = Cluster::form(3, 0)?;
+    let leader = c.leader("m1")?;
+    let via = if leader == "m1" { "m2" } else { "m1" };
+    c.node(via).ok(&["node", "demote", &leader])?;
+    wait_until(Duration::from_secs(30), || {
+        let nodes = c.node_ls(via)?;
+        let managers = nodes.iter().filter(|n| n["ManagerStatus"] != "").count();
+        let new_leader = nodes
+            .iter()
+            .find(|n| n["ManagerStatus"] == "Leader")
+            .and_then(|n| n["Hostname"].as_str())
+            .map(str::to_string);
+        let demoted = c
+            .node(&leader)
+            .info()?
+            .get("Is Manager")
+            .is_some_and(|v| v == "false");
+        Ok(managers == 2 && demoted && new_leader.is_some_and(|l| l != leader))
+    })
+    .context("the leader was not demoted with a handover")?;
+    c.node(via)
+        .ok(&["node", "update", "--label-add", "after=demotion", via])?;
+    Ok(())
+}
