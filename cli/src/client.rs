@@ -46,6 +46,15 @@ impl Daemon {
         ControlClient::new(self.channel.clone()).max_decoding_message_size(RESPONSE_SIZE_MAX)
     }
 
+    /// The daemon's `info`: this node's state, IDs and addresses.
+    pub async fn info(&self) -> Result<rswarm_proto::InfoResponse> {
+        self.node()
+            .info(rswarm_proto::InfoRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.explain(s))
+    }
+
     /// Turns a failed call into the message a user should see.
     pub fn explain(&self, status: tonic::Status) -> anyhow::Error {
         let msg = status.message();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use rswarm_proto::*;
 
 use crate::client::Daemon;
@@ -136,12 +136,7 @@ pub async fn join_token(d: &Daemon, args: JoinTokenArgs) -> Result<()> {
         println!("{token}");
         return Ok(());
     }
-    let info = d
-        .node()
-        .info(InfoRequest {})
-        .await
-        .map_err(|s| d.explain(s))?
-        .into_inner();
+    let info = d.info().await?;
     println!(
         "To add a {} to this cluster, run the following command:\n",
         args.role
@@ -160,12 +155,7 @@ pub async fn leave(d: &Daemon, args: LeaveArgs) -> Result<()> {
 }
 
 pub async fn info(d: &Daemon) -> Result<()> {
-    let info = d
-        .node()
-        .info(InfoRequest {})
-        .await
-        .map_err(|s| d.explain(s))?
-        .into_inner();
+    let info = d.info().await?;
     println!("Server Version: {}", info.version);
     println!("Name: {}", info.hostname);
     println!("Data Dir: {}", info.data_dir);
@@ -209,10 +199,7 @@ pub async fn info(d: &Daemon) -> Result<()> {
 
 pub async fn version(host: &str) -> Result<()> {
     println!("Client:\n Version: {}", env!("CARGO_PKG_VERSION"));
-    let d = Daemon::connect(host)?;
-    match d.node().info(InfoRequest {}).await {
-        Ok(info) => println!("\nServer:\n Version: {}", info.into_inner().version),
-        Err(s) => bail!("{}", d.explain(s)),
-    }
+    let info = Daemon::connect(host)?.info().await?;
+    println!("\nServer:\n Version: {}", info.version);
     Ok(())
 }

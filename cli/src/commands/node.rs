@@ -165,12 +165,7 @@ fn labels(n: &Node) -> std::collections::BTreeMap<String, String> {
 }
 
 async fn self_id(d: &Daemon) -> Result<String> {
-    Ok(d.node()
-        .info(InfoRequest {})
-        .await
-        .map_err(|s| d.explain(s))?
-        .into_inner()
-        .node_id)
+    Ok(d.info().await?.node_id)
 }
 
 fn node_matches(view: &NodeView, key: &str, value: &str) -> bool {

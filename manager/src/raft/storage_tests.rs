@@ -310,11 +310,12 @@ async fn start(dir: &std::path::Path, store: Store) -> openraft::Raft<TypeConfig
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_single_node_raft_writes_snapshots_purges_and_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new();
-    let raft = start(dir.path(), store.clone()).await;
+/// A one-node group, initialized and leading.
+async fn start_leader(
+    dir: &std::path::Path,
+    store: Store,
+) -> openraft::Raft<TypeConfig, StateMachine> {
+    let raft = start(dir, store).await;
     raft.initialize(std::collections::BTreeMap::from([(
         1,
         BasicNode::default(),
@@ -325,6 +326,14 @@ async fn a_single_node_raft_writes_snapshots_purges_and_recovers() {
         .state(openraft::ServerState::Leader, "leader")
         .await
         .unwrap();
+    raft
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_raft_writes_snapshots_purges_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new();
+    let raft = start_leader(dir.path(), store.clone()).await;
     let mut versions = Vec::new();
     for i in 0..60 {
         let resp = raft
@@ -373,17 +382,7 @@ async fn a_single_node_raft_writes_snapshots_purges_and_recovers() {
 async fn concurrent_writers_all_land() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new();
-    let raft = start(dir.path(), store.clone()).await;
-    raft.initialize(std::collections::BTreeMap::from([(
-        1,
-        BasicNode::default(),
-    )]))
-    .await
-    .unwrap();
-    raft.wait(None)
-        .state(openraft::ServerState::Leader, "leader")
-        .await
-        .unwrap();
+    let raft = start_leader(dir.path(), store.clone()).await;
     let writes_per_task = 20;
     let tasks: Vec<_> = (0..64)
         .map(|t| {
