@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/dispatcher.proto",
         "proto/control.proto",
         "proto/node.proto",
+        "proto/agent.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

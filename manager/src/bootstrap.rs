@@ -108,6 +108,7 @@ pub fn new_cluster(opts: InitOptions) -> Result<NewCluster, InitError> {
             heartbeat_period_ms: period.as_millis() as u64,
             node_cert_expiry_secs: expiry.as_secs(),
             task_history_limit: TASK_HISTORY_DEFAULT,
+            auto_rebalance: false,
         }),
         root_ca: Some(RootCa_ {
             ca_cert_pem: ca.cert_pem().to_string(),

@@ -634,6 +634,46 @@ impl rswarm_proto::control_server::Control for ControlService {
         .await
     }
 
+    // Placeholders until the service API lands (this same change series).
+    async fn create_service(
+        &self,
+        _req: Request<CreateServiceRequest>,
+    ) -> Result<Response<CreateServiceResponse>, Status> {
+        Err(Status::unimplemented("services are not available yet"))
+    }
+    async fn get_service(
+        &self,
+        _req: Request<GetServiceRequest>,
+    ) -> Result<Response<GetServiceResponse>, Status> {
+        Err(Status::unimplemented("services are not available yet"))
+    }
+    async fn update_service(
+        &self,
+        _req: Request<UpdateServiceRequest>,
+    ) -> Result<Response<UpdateServiceResponse>, Status> {
+        Err(Status::unimplemented("services are not available yet"))
+    }
+    async fn list_services(
+        &self,
+        _req: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        Err(Status::unimplemented("services are not available yet"))
+    }
+    async fn remove_service(
+        &self,
+        _req: Request<RemoveServiceRequest>,
+    ) -> Result<Response<RemoveServiceResponse>, Status> {
+        Err(Status::unimplemented("services are not available yet"))
+    }
+    type ServiceLogsStream =
+        Pin<Box<dyn Stream<Item = Result<ServiceLogsResponse, Status>> + Send>>;
+    async fn service_logs(
+        &self,
+        _req: Request<ServiceLogsRequest>,
+    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        Err(Status::unimplemented("services are not available yet"))
+    }
+
     type WatchStream = EventStream;
 
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {

@@ -151,6 +151,23 @@ impl rswarm_proto::dispatcher_server::Dispatcher for DispatcherService {
             ))
             .await
     }
+
+    // Placeholders until assignments land (this same change series).
+    type AssignmentsStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<AssignmentsMessage, Status>> + Send>,
+    >;
+    async fn assignments(
+        &self,
+        _req: Request<AssignmentsRequest>,
+    ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        Err(Status::unimplemented("assignments are not available yet"))
+    }
+    async fn update_task_status(
+        &self,
+        _req: Request<UpdateTaskStatusRequest>,
+    ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
+        Err(Status::unimplemented("assignments are not available yet"))
+    }
 }
 
 /// Nodes that missed too many heartbeats, given when this manager started leading.

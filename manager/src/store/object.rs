@@ -84,6 +84,14 @@ impl std::fmt::Display for ObjectKind {
     }
 }
 
+/// How many secondary indexes a kind may have (tasks have two).
+pub const GROUP_INDEXES: usize = 2;
+
+/// Which secondary index of tasks: the position in `group_keys`.
+pub const TASKS_BY_SERVICE: usize = 0;
+/// See [`TASKS_BY_SERVICE`].
+pub const TASKS_BY_NODE: usize = 1;
+
 /// A typed store object.
 pub trait StoreObject: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static {
     /// Its kind.
@@ -99,6 +107,11 @@ pub trait StoreObject: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'stat
     /// Whether a user reference is exactly one of this object's names.
     fn has_name(&self, reference: &str) -> bool {
         !reference.is_empty() && self.name() == reference
+    }
+    /// Keys this object is grouped under in the kind's secondary indexes
+    /// (tasks: by service, by node); an empty key is not indexed.
+    fn group_keys(&self) -> [&str; GROUP_INDEXES] {
+        [""; GROUP_INDEXES]
     }
     /// Wraps it into an [`Object`].
     fn into_object(self) -> Object;
@@ -157,7 +170,31 @@ store_object!(
     unique = true,
     name = |o| annotated_name!(o)
 );
-store_object!(Task, Task, unique = false, name = |_o| "");
+
+impl StoreObject for Task {
+    const KIND: ObjectKind = ObjectKind::Task;
+    const UNIQUE_NAME: bool = false;
+    fn meta(&self) -> Option<&Meta> {
+        self.meta.as_ref()
+    }
+    fn meta_mut(&mut self) -> &mut Option<Meta> {
+        &mut self.meta
+    }
+    fn name(&self) -> &str {
+        ""
+    }
+    fn group_keys(&self) -> [&str; GROUP_INDEXES] {
+        let mut keys = [""; GROUP_INDEXES];
+        keys[TASKS_BY_SERVICE] = &self.service_id;
+        keys[TASKS_BY_NODE] = &self.node_id;
+        keys
+    }
+    fn into_object(self) -> Object {
+        Object {
+            kind: Some(Kind::Task(self)),
+        }
+    }
+}
 store_object!(
     Network,
     Network,

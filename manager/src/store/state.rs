@@ -11,8 +11,8 @@
 //! - [`StoreState::apply`] is deterministic: its result depends only on the
 //!   state, the version and the proposal, and a batch applies all or nothing.
 
-use std::collections::BTreeMap;
 use std::collections::btree_map::Values;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use prost::Message;
@@ -23,14 +23,19 @@ use rswarm_proto::{
 
 use super::error::{MatchBy, StoreError, WriteOp};
 use super::limits::{OBJECT_SIZE_MAX, PROPOSAL_SIZE_MAX};
-use super::object::{ObjectKind, StoreObject};
+use super::object::{GROUP_INDEXES, ObjectKind, StoreObject, TASKS_BY_NODE, TASKS_BY_SERVICE};
 
-/// The objects of one kind, by ID, with the index of unique names.
+/// group key → IDs of the objects in that group.
+type GroupIndex = BTreeMap<String, BTreeSet<String>>;
+
+/// The objects of one kind, by ID, with the index of unique names and the
+/// kind's secondary indexes (see [`StoreObject::group_keys`]).
 #[derive(Debug, Clone, PartialEq)]
 struct Table<T> {
     items: BTreeMap<String, T>,
     /// name → ID, only for kinds whose names are unique.
     names: BTreeMap<String, String>,
+    groups: [GroupIndex; GROUP_INDEXES],
 }
 
 impl<T> Default for Table<T> {
@@ -38,6 +43,7 @@ impl<T> Default for Table<T> {
         Self {
             items: BTreeMap::new(),
             names: BTreeMap::new(),
+            groups: Default::default(),
         }
     }
 }
@@ -55,6 +61,7 @@ impl<T: StoreObject> Table<T> {
             Some(object) => self.items.insert(id.to_owned(), object),
             None => self.items.remove(id),
         };
+        self.regroup(id, prev.as_ref());
         if T::UNIQUE_NAME {
             if let Some(p) = &prev
                 && self.names.get(p.name()).is_some_and(|owner| owner == id)
@@ -68,6 +75,42 @@ impl<T: StoreObject> Table<T> {
             }
         }
         prev
+    }
+
+    /// Moves `id` from the groups of its previous version to those of its
+    /// current one.
+    fn regroup(&mut self, id: &str, prev: Option<&T>) {
+        let new_keys = self.items.get(id).map(StoreObject::group_keys);
+        for (i, group) in self.groups.iter_mut().enumerate() {
+            let old = prev.map_or("", |p| p.group_keys()[i]);
+            let new = new_keys.map_or("", |k| k[i]);
+            if old == new {
+                continue;
+            }
+            if !old.is_empty()
+                && let Some(ids) = group.get_mut(old)
+            {
+                ids.remove(id);
+                if ids.is_empty() {
+                    group.remove(old);
+                }
+            }
+            if !new.is_empty() {
+                group
+                    .entry(new.to_owned())
+                    .or_default()
+                    .insert(id.to_owned());
+            }
+        }
+    }
+
+    /// The objects grouped under `key` in secondary index `index`.
+    fn grouped<'a>(&'a self, index: usize, key: &str) -> impl Iterator<Item = &'a T> + 'a {
+        self.groups[index]
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.items.get(id))
     }
 
     /// The user lookup rule: exact ID, else exact name, else unique ID prefix.
@@ -195,6 +238,21 @@ impl StoreState {
     /// Finds a service by ID, name, or unique ID prefix.
     pub fn find_service(&self, reference: &str) -> Result<&Service, StoreError> {
         self.services.find(reference)
+    }
+
+    /// The tasks of one service, in ID order.
+    pub fn tasks_of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.grouped(TASKS_BY_SERVICE, service_id)
+    }
+
+    /// The tasks assigned to one node, in ID order.
+    pub fn tasks_on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.grouped(TASKS_BY_NODE, node_id)
+    }
+
+    /// How many tasks the store holds.
+    pub fn task_count(&self) -> usize {
+        self.tasks.items.len()
     }
 
     /// Finds a task by ID or unique ID prefix.

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use rswarm_proto::{
     ActionKind, Annotations, Config, ConfigSpec, Meta, Node, NodeDescription, NodeSpec, Object,
-    Proposal, Service, ServiceSpec, StoreAction, StoreSnapshot, object::Kind,
+    Proposal, Service, ServiceSpec, StoreAction, StoreSnapshot, Task, object::Kind,
 };
 
 use super::limits::{OBJECT_SIZE_MAX, WATCH_HISTORY_MAX, WATCH_QUEUE_MAX};
@@ -56,9 +56,9 @@ fn service(id: &str, name: &str, version: u64) -> Object {
         meta: meta(id, version),
         spec: Some(ServiceSpec {
             annotations: annotations(name),
-            replicas: 1,
             ..ServiceSpec::default()
         }),
+        ..Service::default()
     }
     .into_object()
 }
@@ -249,6 +249,70 @@ fn names_are_unique_per_kind_including_renames() {
         ]),
     )
     .unwrap();
+}
+
+fn task(id: &str, service_id: &str, node_id: &str, version: u64) -> Object {
+    Task {
+        meta: meta(id, version),
+        service_id: service_id.to_owned(),
+        node_id: node_id.to_owned(),
+        ..Task::default()
+    }
+    .into_object()
+}
+
+fn ids<'a>(tasks: impl Iterator<Item = &'a Task>) -> Vec<String> {
+    tasks.map(|t| t.id().to_owned()).collect()
+}
+
+#[test]
+fn task_indexes_follow_service_and_node_through_every_write() {
+    let mut s = StoreState::new();
+    s.apply(
+        1,
+        &batch(vec![
+            create(task("t1", "s1", "", 0)),
+            create(task("t2", "s1", "n1", 0)),
+            create(task("t3", "s2", "n1", 0)),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(ids(s.tasks_of_service("s1")), ["t1", "t2"]);
+    assert_eq!(ids(s.tasks_on_node("n1")), ["t2", "t3"]);
+    assert!(
+        s.tasks_on_node("").next().is_none(),
+        "unassigned tasks are not indexed"
+    );
+
+    // Placing t1 and moving t3 between nodes updates the node index.
+    s.apply(
+        2,
+        &batch(vec![
+            update(task("t1", "s1", "n2", 1)),
+            update(task("t3", "s2", "n2", 1)),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(ids(s.tasks_on_node("n1")), ["t2"]);
+    assert_eq!(ids(s.tasks_on_node("n2")), ["t1", "t3"]);
+
+    // A failed batch reverts the index with the objects.
+    let failing = batch(vec![
+        delete(task("t2", "s1", "n1", 1)),
+        update(task("t3", "s2", "n1", 99)),
+    ]);
+    assert!(s.apply(3, &failing).is_err());
+    assert_eq!(ids(s.tasks_on_node("n1")), ["t2"]);
+
+    s.apply(4, &batch(vec![delete(task("t2", "s1", "n1", 1))]))
+        .unwrap();
+    assert!(s.tasks_on_node("n1").next().is_none());
+    assert_eq!(ids(s.tasks_of_service("s1")), ["t1"]);
+
+    // A snapshot rebuilds the same indexes.
+    let restored = StoreState::from_snapshot(s.to_snapshot()).unwrap();
+    assert_eq!(restored, s);
+    assert_eq!(ids(restored.tasks_on_node("n2")), ["t1", "t3"]);
 }
 
 #[test]
