@@ -3,8 +3,8 @@
 
 use rswarm_proto::{NodeDescription, Platform, Resources};
 
-/// Describes this host, under `hostname`.
-pub fn describe(hostname: &str) -> NodeDescription {
+/// Describes this host, under `hostname`, whose agent runs tasks with `drivers`.
+pub fn describe(hostname: &str, drivers: &[&str]) -> NodeDescription {
     NodeDescription {
         hostname: hostname.to_string(),
         platform: Some(Platform {
@@ -18,6 +18,7 @@ pub fn describe(hostname: &str) -> NodeDescription {
             memory_bytes: total_memory_bytes().unwrap_or(0),
         }),
         engine_version: env!("CARGO_PKG_VERSION").to_string(),
+        drivers: drivers.iter().map(|d| d.to_string()).collect(),
     }
 }
 
@@ -28,3 +29,6 @@ fn total_memory_bytes() -> Option<i64> {
     let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// The task drivers this build of the agent can run.
+pub const DRIVERS: &[&str] = &["process"];

@@ -153,9 +153,8 @@ impl rswarm_proto::dispatcher_server::Dispatcher for DispatcherService {
     }
 
     // Placeholders until assignments land (this same change series).
-    type AssignmentsStream = std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<AssignmentsMessage, Status>> + Send>,
-    >;
+    type AssignmentsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<AssignmentsMessage, Status>> + Send>>;
     async fn assignments(
         &self,
         _req: Request<AssignmentsRequest>,

@@ -149,7 +149,10 @@ impl LocalApi {
             advertise_addr: advertise.clone(),
             heartbeat_period: parse_duration_ms(req.heartbeat_period_ms),
             node_cert_expiry: Duration::from_secs(req.node_cert_expiry_secs),
-            description: rswarm_agent::description::describe(&daemon.config.hostname),
+            description: rswarm_agent::description::describe(
+                &daemon.config.hostname,
+                rswarm_agent::description::DRIVERS,
+            ),
         })
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let record = NodeRecord {
@@ -208,7 +211,10 @@ impl LocalApi {
         }
         let remote = with_port(req.remote_addr.trim(), 7377)?;
         let advertise = advertise_addr(&req.advertise_addr, daemon, Some(&remote))?;
-        let description = rswarm_agent::description::describe(&daemon.config.hostname);
+        let description = rswarm_agent::description::describe(
+            &daemon.config.hostname,
+            rswarm_agent::description::DRIVERS,
+        );
         let joined = rswarm_agent::join(&remote, &req.token, &advertise, description)
             .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;

@@ -130,7 +130,10 @@ impl Daemon {
         let agent = Agent::start(
             AgentConfig {
                 advertise_addr: record.advertise_addr.clone(),
-                description: rswarm_agent::description::describe(&self.config.hostname),
+                description: rswarm_agent::description::describe(
+                    &self.config.hostname,
+                    rswarm_agent::description::DRIVERS,
+                ),
                 managers: record.managers.clone(),
                 certs_dir: self.data.certs_dir(),
             },
