@@ -559,7 +559,10 @@ async fn ps(d: &Daemon, quiet: bool, format: Option<&str>, refs: &[String]) -> R
         let host = view.node.as_ref().map(hostname).unwrap_or("").to_string();
         let tasks = d
             .control()
-            .list_tasks(ListTasksRequest { node: r.clone() })
+            .list_tasks(ListTasksRequest {
+                node: r.clone(),
+                ..Default::default()
+            })
             .await
             .map_err(|s| d.explain(s))?
             .into_inner()

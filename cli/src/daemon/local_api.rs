@@ -396,6 +396,11 @@ macro_rules! delegate_control {
             )*
 
             type WatchStream = <ControlService as Control>::WatchStream;
+            type ServiceLogsStream = <ControlService as Control>::ServiceLogsStream;
+
+            async fn service_logs(&self, req: Request<ServiceLogsRequest>) -> Result<Response<Self::ServiceLogsStream>, Status> {
+                self.control()?.service_logs(req).await
+            }
 
             async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
                 self.control()?.watch(req).await
@@ -412,6 +417,11 @@ delegate_control! {
     get_cluster(GetClusterRequest) -> GetClusterResponse;
     rotate_join_token(RotateJoinTokenRequest) -> RotateJoinTokenResponse;
     create_config(CreateConfigRequest) -> CreateConfigResponse;
+    create_service(CreateServiceRequest) -> CreateServiceResponse;
+    get_service(GetServiceRequest) -> GetServiceResponse;
+    update_service(UpdateServiceRequest) -> UpdateServiceResponse;
+    list_services(ListServicesRequest) -> ListServicesResponse;
+    remove_service(RemoveServiceRequest) -> RemoveServiceResponse;
     get_config(GetConfigRequest) -> GetConfigResponse;
     update_config(UpdateConfigRequest) -> UpdateConfigResponse;
     list_configs(ListConfigsRequest) -> ListConfigsResponse;
