@@ -6,7 +6,9 @@
 //! - `manager`: a running manager (context shared by services and loops).
 //! - `leader`: finding the leader, forwarding, "no leader" errors.
 //! - `authz`: who may call what.
-//! - `controlapi`: the control API (nodes, cluster, join tokens, configs).
+//! - `controlapi`: the control API (nodes, services, tasks, cluster, join
+//!   tokens, configs, logs).
+//! - `spec`: service spec validation and defaults.
 //! - `ca`: the cluster CA (join, renewal).
 //! - `dispatcher`: node sessions and liveness.
 //! - `membership`: Raft membership follows node roles.
@@ -22,6 +24,7 @@ pub mod limits;
 pub mod manager;
 pub mod membership;
 pub mod raft;
+pub mod spec;
 pub mod store;
 
 pub use manager::{Manager, ManagerConfig, ManagerContext};

@@ -75,3 +75,16 @@ pub const MEMBERSHIP_RECONCILE_PERIOD: Duration = Duration::from_millis(500);
 
 /// Retries of an internal read-modify-write that met a concurrent change.
 pub const CONFLICT_RETRIES_MAX: u32 = 8;
+
+/// `service logs` waits this long for a node to connect and answer before it
+/// reports the node as unreachable and goes on without it: the command must
+/// never hang on a dead node (a long-standing swarm complaint).
+pub const LOG_NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// With `service logs -f`, the store is checked this often for tasks that
+/// started after the command did.
+pub const LOG_FOLLOW_POLL: Duration = Duration::from_secs(1);
+
+/// Log batches queued for one `service logs` client; a slow client slows the
+/// node streams instead of growing memory.
+pub const LOG_STREAM_QUEUE_MAX: usize = 256;
