@@ -117,7 +117,7 @@ fn updated_service(current: &Service, req: &UpdateServiceRequest) -> Result<Serv
             .spec
             .clone()
             .ok_or_else(|| Status::invalid_argument("update needs a service spec"))?;
-        spec::normalize(spec, &current.name().to_owned())?
+        spec::normalize(spec, current.name())?
     };
     spec::check_update(&old, &new)?;
     if new.annotations.as_ref().map(|a| &a.name) != old.annotations.as_ref().map(|a| &a.name) {
