@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use rswarm_manager::Manager;
 use rswarm_manager::bootstrap::{InitOptions, new_cluster};
 use rswarm_manager::controlapi::ControlService;
 use rswarm_pki::{CredentialsHandle, Role};
@@ -193,10 +194,10 @@ impl LocalApi {
             .daemon
             .activate(record, cluster.credentials.clone())
             .await?;
-        let Some(server) = &active.manager else {
+        let Some(manager) = &active.manager else {
             return Err(Status::internal("the first manager did not start"));
         };
-        if let Err(e) = server.manager().bootstrap(cluster).await {
+        if let Err(e) = manager.bootstrap(cluster).await {
             deactivate(&self.daemon, active).await;
             return Err(e);
         }
@@ -234,7 +235,7 @@ impl LocalApi {
             .save(&record, &joined.credentials)
             .map_err(|e| Status::internal(format!("{e:#}")))?;
         let active = daemon.activate(record, joined.credentials.clone()).await?;
-        let ctx = active.manager.as_ref().map(|m| m.manager().context());
+        let ctx = active.manager.as_ref().map(Manager::context);
         *phase = Phase::Active(Box::new(active));
         drop(phase);
         if let Some(ctx) = ctx {
@@ -316,7 +317,7 @@ fn fill_active_info(info: &mut InfoResponse, active: &Active) {
     info.managers = status.managers;
     info.cert_not_after_ms = cert_not_after_ms(&active.creds);
     if let Some(m) = &active.manager {
-        let ctx = m.manager().context();
+        let ctx = m.context();
         info.raft_state = ctx.raft.state_name().into();
         info.raft_id = ctx.raft.id();
         info.store_version = ctx.store.version();

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tonic::Status;
 use tracing::{error, info, warn};
 
-use server::ManagerServer;
+use server::ClusterServer;
 use state::{DataDir, NodeRecord};
 
 /// How the daemon was started.
@@ -49,7 +49,9 @@ struct Active {
     record: NodeRecord,
     creds: CredentialsHandle,
     agent: Agent,
-    manager: Option<ManagerServer>,
+    manager: Option<Manager>,
+    /// The cluster listener, serving what this node's role offers.
+    server: Option<ClusterServer>,
     watcher: JoinHandle<()>,
 }
 
@@ -140,20 +142,39 @@ impl Daemon {
             creds.clone(),
         );
         let watcher = tokio::spawn(watch_role(self.clone(), agent.status()));
-        Ok(Active {
+        let mut active = Active {
             record,
             creds,
             agent,
             manager,
+            server: None,
             watcher,
-        })
+        };
+        self.restart_server(&mut active).await?;
+        Ok(active)
+    }
+
+    /// (Re)starts the cluster listener with the routes of the node's
+    /// current role.
+    async fn restart_server(&self, active: &mut Active) -> Result<(), Status> {
+        if let Some(old) = active.server.take() {
+            old.stop().await;
+        }
+        let Some(routes) = active.manager.as_ref().map(Manager::routes) else {
+            return Ok(());
+        };
+        let server = ClusterServer::start(self.config.listen_addr, &active.creds, routes)
+            .await
+            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        active.server = Some(server);
+        Ok(())
     }
 
     async fn start_manager(
         &self,
         record: &NodeRecord,
         creds: &CredentialsHandle,
-    ) -> Result<ManagerServer, Status> {
+    ) -> Result<Manager, Status> {
         let internal = |e: anyhow::Error| Status::internal(format!("{e:#}"));
         self.data
             .check_raft_cluster(&record.cluster_id)
@@ -171,17 +192,13 @@ impl Daemon {
         let manager = Manager::start(config, creds.clone())
             .await
             .map_err(|e| Status::internal(format!("cannot start the manager: {e}")))?;
-        let server = ManagerServer::start(manager, self.config.listen_addr, creds)
-            .await
-            .map_err(internal)?;
-        *self.manager_ctx.write().unwrap_or_else(|e| e.into_inner()) =
-            Some(server.manager().context());
-        Ok(server)
+        *self.manager_ctx.write().unwrap_or_else(|e| e.into_inner()) = Some(manager.context());
+        Ok(manager)
     }
 
-    async fn stop_manager(&self, server: ManagerServer) {
+    async fn stop_manager(&self, manager: Manager) {
         *self.manager_ctx.write().unwrap_or_else(|e| e.into_inner()) = None;
-        server.stop().await;
+        manager.shutdown().await;
     }
 
     /// The running manager, if any.
@@ -220,11 +237,20 @@ impl Daemon {
                     Ok(m) => active.manager = Some(m),
                     Err(e) => error!("cannot start the manager: {}", e.message()),
                 }
+                if let Err(e) = self.restart_server(active).await {
+                    error!("cannot serve the manager: {}", e.message());
+                }
             }
             (Role::Worker, true) => {
                 info!("demoted: stopping the manager");
                 if let Some(m) = active.manager.take() {
+                    if let Some(server) = active.server.take() {
+                        server.stop().await;
+                    }
                     self.stop_manager(m).await;
+                }
+                if let Err(e) = self.restart_server(active).await {
+                    error!("cannot restart the cluster listener: {}", e.message());
                 }
                 if let Err(e) = self.data.wipe_raft() {
                     warn!("cannot remove the old raft data: {e:#}");
@@ -245,6 +271,9 @@ impl Daemon {
 async fn deactivate(daemon: &Daemon, active: Active) {
     active.watcher.abort();
     active.agent.stop().await;
+    if let Some(server) = active.server {
+        server.stop().await;
+    }
     if let Some(m) = active.manager {
         daemon.stop_manager(m).await;
     }
