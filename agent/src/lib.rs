@@ -13,6 +13,7 @@ pub mod description;
 pub mod join;
 pub mod limits;
 pub mod session;
+pub mod worker;
 
 pub use join::{JoinError, Joined, join};
 pub use session::{Agent, AgentConfig, AgentStatus};
