@@ -8,6 +8,10 @@
 //! - `filter`: the filters a node must pass, in order, and the error text.
 //! - `placement`: the pure core, [`Scheduler::schedule`]: groups, spread
 //!   tree, least-loaded heap.
+//! - `queue`: which pending tasks the leader loop should look at.
+//! - `writes`: decisions turned into task updates, in proposals of bounded
+//!   size.
+//! - `runner`: the leader loop, [`run`].
 //! - `limits`: batch sizes and timings, with why.
 //!
 //! **Invariants:** only the leader writes; the scheduler moves a task from
@@ -21,6 +25,9 @@ mod filter;
 pub mod limits;
 mod nodeinfo;
 mod placement;
+mod queue;
+mod runner;
+mod writes;
 
 pub use constraint::{
     Constraint, ConstraintError, NodeAttribute, Operator, PlacementError, PlacementRules,
@@ -29,6 +36,7 @@ pub use constraint::{
 pub use filter::{Filter, Rejections, Requirements};
 pub use nodeinfo::{CpuMemory, HostPort, NodeInfo, is_active, is_pending};
 pub use placement::{Decision, Scheduler, water_fill};
+pub use runner::run;
 
 #[cfg(test)]
 mod fixtures;
@@ -38,3 +46,6 @@ mod tests;
 
 #[cfg(test)]
 mod proptests;
+
+#[cfg(test)]
+mod runner_tests;
