@@ -12,6 +12,7 @@
 //! - `ca`: the cluster CA (join, renewal).
 //! - `dispatcher`: node sessions and liveness.
 //! - `membership`: Raft membership follows node roles.
+//! - `scheduler`: places pending tasks on nodes (leader loop + pure core).
 //! - `bootstrap`: a new cluster's first objects.
 
 pub mod authz;
@@ -24,6 +25,7 @@ pub mod limits;
 pub mod manager;
 pub mod membership;
 pub mod raft;
+pub mod scheduler;
 pub mod spec;
 pub mod store;
 
