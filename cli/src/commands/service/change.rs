@@ -113,7 +113,11 @@ pub async fn create(d: &Daemon, args: CreateArgs) -> Result<u8> {
         .service
         .context("the manager answered without the service")?;
     println!("{}", service_id(&service));
-    let target = wait_target(&service, service_id(&service), Purpose::Create);
+    let name = match service_name(&service) {
+        "" => service_id(&service),
+        name => name,
+    };
+    let target = wait_target(&service, name, Purpose::Create);
     watch::wait(d, &target, args.wait).await
 }
 

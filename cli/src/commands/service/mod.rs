@@ -31,7 +31,11 @@ mod values;
 mod watch;
 
 #[cfg(test)]
+mod fake_control;
+#[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod tests;
 
 use anyhow::Result;
 
