@@ -118,7 +118,7 @@ pub async fn create(d: &Daemon, args: CreateArgs) -> Result<u8> {
         name => name,
     };
     let target = wait_target(&service, name, Purpose::Create);
-    watch::wait(d, &target, args.wait).await
+    Ok(watch::wait(d, &target, args.wait).await?.exit_code)
 }
 
 /// `service update`: prints the service as named, then waits.
@@ -132,7 +132,7 @@ pub async fn update(d: &Daemon, args: UpdateArgs) -> Result<u8> {
         Purpose::Update
     };
     let target = wait_target(&service, &args.service, purpose);
-    watch::wait(d, &target, args.wait).await
+    Ok(watch::wait(d, &target, args.wait).await?.exit_code)
 }
 
 /// `service rollback`: back to the spec before the last update, then waits.
@@ -140,7 +140,7 @@ pub async fn rollback(d: &Daemon, args: RollbackArgs) -> Result<u8> {
     let service = update_with_retry(d, &args.service, rollback_request).await?;
     println!("{}", args.service);
     let target = wait_target(&service, &args.service, Purpose::Rollback);
-    watch::wait(d, &target, args.wait).await
+    Ok(watch::wait(d, &target, args.wait).await?.exit_code)
 }
 
 fn rollback_request(service: &Service) -> Result<UpdateServiceRequest> {
@@ -201,7 +201,11 @@ pub async fn scale(d: &Daemon, args: ScaleArgs) -> Result<u8> {
         }
     }
     for target in &scaled {
-        code = code.max(watch::wait(d, target, args.wait).await?);
+        let waited = watch::wait(d, target, args.wait).await?;
+        code = code.max(waited.exit_code);
+        if waited.interrupted {
+            break;
+        }
     }
     Ok(code)
 }

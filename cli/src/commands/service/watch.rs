@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use rswarm_proto::{GetServiceRequest, ListTasksRequest, Node, ServiceView, Task, UpdateStatus};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tonic::Code;
 
 use crate::client::Daemon;
@@ -51,24 +52,37 @@ pub struct WaitTarget {
     pub baseline: Option<UpdateStatus>,
 }
 
-/// Waits as `flags` say and returns the exit code; the outcome's message
-/// goes to stderr. `--detach` returns 0 at once.
-pub async fn wait(d: &Daemon, target: &WaitTarget, flags: WaitFlags) -> Result<u8> {
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waited {
+    /// 0 converged (or detached, or interrupted), 1 failed, 2 not placed.
+    pub exit_code: u8,
+    /// Ctrl-C: the user wants the command back; later waits are skipped.
+    pub interrupted: bool,
+}
+
+/// Waits as `flags` say; the outcome's message goes to stderr.
+/// `--detach` returns at once.
+pub async fn wait(d: &Daemon, target: &WaitTarget, flags: WaitFlags) -> Result<Waited> {
+    let mut waited = Waited {
+        exit_code: 0,
+        interrupted: false,
+    };
     if flags.detach {
-        return Ok(0);
+        return Ok(waited);
     }
     let mut display = Display::new(flags.quiet);
     let result = poll_until_done(d, target, flags.timeout, &mut display).await;
     display.finish();
     match result? {
-        Ended::Outcome(outcome) => Ok(report(&outcome)),
+        Ended::Outcome(outcome) => waited.exit_code = report(&outcome),
         Ended::Interrupted => {
             display.say("Operation continuing in background.");
             display.say(&format!(
                 "Use `rswarm service ps {}` to check progress.",
                 target.name
             ));
-            Ok(0)
+            waited.interrupted = true;
         }
         Ended::TimedOut(summary) => bail!(
             "gave up waiting after {}: {summary}; the change goes on in the background: \
@@ -77,6 +91,17 @@ pub async fn wait(d: &Daemon, target: &WaitTarget, flags: WaitFlags) -> Result<u
             target.name
         ),
     }
+    Ok(waited)
+}
+
+/// Completes on SIGINT; never, when the handler could not be installed.
+async fn interrupted(signal: &mut Option<Signal>) {
+    if let Some(signal) = signal
+        && signal.recv().await.is_some()
+    {
+        return;
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Prints an outcome's message to stderr; returns its exit code.
@@ -105,8 +130,9 @@ async fn poll_until_done(
     let mut nodes: Vec<Node> = Vec::new();
     let mut failures = 0;
     let mut last_overall = String::new();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    // Installed before the first poll, so Ctrl-C never kills the command
+    // mid-wait; without a handler the wait just cannot be interrupted.
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
     let mut poll: u32 = 0;
     loop {
         if poll.is_multiple_of(POLLS_PER_NODE_LISTING) {
@@ -140,7 +166,7 @@ async fn poll_until_done(
         }
         tokio::select! {
             () = tokio::time::sleep(POLL_PERIOD) => {}
-            _ = &mut ctrl_c => return Ok(Ended::Interrupted),
+            () = interrupted(&mut interrupt) => return Ok(Ended::Interrupted),
         }
         poll = poll.wrapping_add(1);
     }
