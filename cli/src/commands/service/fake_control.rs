@@ -40,6 +40,10 @@ pub struct FakeState {
     pub updates: Vec<UpdateServiceRequest>,
     /// References `RemoveService` removed.
     pub removed: Vec<String>,
+    /// What `ServiceLogs` streams for the service.
+    pub log_batches: Vec<ServiceLogsResponse>,
+    /// The last `ServiceLogs` request.
+    pub logs_request: Option<ServiceLogsRequest>,
 }
 
 /// The fake's handle, shared with the test.
@@ -124,7 +128,8 @@ fn unimplemented<T>() -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl Control for FakeControl {
-    type ServiceLogsStream = tokio_stream::Empty<Result<ServiceLogsResponse, Status>>;
+    type ServiceLogsStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<ServiceLogsResponse, Status>>>;
     type WatchStream = tokio_stream::Empty<Result<StoreEvent, Status>>;
 
     async fn create_service(
@@ -258,9 +263,14 @@ impl Control for FakeControl {
 
     async fn service_logs(
         &self,
-        _request: Request<ServiceLogsRequest>,
+        request: Request<ServiceLogsRequest>,
     ) -> Result<Response<Self::ServiceLogsStream>, Status> {
-        unimplemented()
+        let request = request.into_inner();
+        self.find(&request.reference)?;
+        let mut state = self.state();
+        state.logs_request = Some(request);
+        let batches: Vec<_> = state.log_batches.iter().cloned().map(Ok).collect();
+        Ok(Response::new(tokio_stream::iter(batches)))
     }
 
     async fn get_node(

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use rswarm_proto::*;
 
 use super::fake_control::{FakeControl, serve};
@@ -233,4 +233,44 @@ async fn rm_tries_every_service_and_names_the_unknown_ones() {
     let err = run(&d, command(&["rm", "nope", "web"])).await.unwrap_err();
     assert_eq!(err.to_string(), "no such service: nope");
     assert_eq!(fake.state().removed, ["web"]);
+}
+
+#[test]
+fn the_command_tree_is_consistent() {
+    // Duplicate short flags, bad defaults or conflicting names panic here
+    // rather than when a user runs the one subcommand that has them.
+    TestCli::command().debug_assert();
+}
+
+#[tokio::test]
+async fn logs_warn_about_unreachable_nodes_and_still_succeed() {
+    let fake = fake();
+    {
+        let mut state = fake.state();
+        state.service = Some(replicated("web", 1));
+        state.log_batches = vec![
+            ServiceLogsResponse {
+                warnings: vec!["node worker2 could not be reached: connection refused".into()],
+                ..Default::default()
+            },
+            ServiceLogsResponse {
+                sources: vec![LogSource {
+                    task_id: "a".into(),
+                    task_name: "web.1".into(),
+                    node_name: "worker1".into(),
+                }],
+                ..Default::default()
+            },
+        ];
+    }
+    let (d, _socket) = serve(&fake);
+    let cmd = command(&["logs", "--tail", "5", "--since", "1767225600", "web"]);
+    assert_eq!(run(&d, cmd).await.unwrap(), 0);
+    let options = fake.state().logs_request.clone().unwrap().options.unwrap();
+    assert_eq!(options.tail, 5);
+    assert_eq!(options.since_ms, 1_767_225_600_000);
+    assert!(!options.follow);
+
+    let err = run(&d, command(&["logs", "nope"])).await.unwrap_err();
+    assert_eq!(err.to_string(), "no such service: nope");
 }
