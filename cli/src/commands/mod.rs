@@ -4,6 +4,7 @@
 mod bench;
 mod cluster;
 mod node;
+mod service;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +44,9 @@ enum Command {
     /// Manage nodes.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// Measure the cluster (writes per second, leader failover).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -80,6 +84,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let connect = || Daemon::connect(&host);
     match cli.command {
         Command::Daemon(args) => return run_daemon(args).await,
+        Command::Service(cmd) => return service::run(&connect()?, cmd).await,
         Command::Init(args) => cluster::init(&connect()?, args).await,
         Command::Join(args) => cluster::join(&connect()?, args).await,
         Command::JoinToken(args) => cluster::join_token(&connect()?, args).await,
