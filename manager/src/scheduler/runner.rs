@@ -242,8 +242,7 @@ impl<'a> Term<'a> {
     }
 
     /// Proposes the writes batch by batch; returns how many were written.
-    /// A batch that meets a conflict is retried next pass; a batch the store
-    /// refuses otherwise stays parked; any other failure ends the term.
+    /// See [`BatchOutcome`] for what happens to a batch that fails.
     async fn propose_all(&mut self, writes: Vec<TaskWrite>) -> Result<usize, TermEnd> {
         let mut written = 0;
         for batch in into_batches(writes) {
@@ -251,9 +250,10 @@ impl<'a> Term<'a> {
                 actions: batch.iter().map(|w| w.action.clone()).collect(),
                 timestamp_ms: now_ms(),
             };
-            match self.ctx.raft.propose(proposal).await {
-                Ok(_) => written += batch.len(),
-                Err(RaftNodeError::Rejected(StoreError::Conflict { .. })) => {
+            let result = self.ctx.raft.propose(proposal).await;
+            match BatchOutcome::of(&result) {
+                BatchOutcome::Written => written += batch.len(),
+                BatchOutcome::Retry => {
                     debug!(
                         tasks = batch.len(),
                         "scheduler: a task changed while being placed; retrying next pass"
@@ -262,24 +262,57 @@ impl<'a> Term<'a> {
                         self.queue.retry(write.task_id);
                     }
                 }
-                Err(RaftNodeError::Rejected(e)) => {
-                    // A refusal a retry will not fix soon (a bug or a size
-                    // limit): wait for a capacity change or the retry period.
-                    warn!(
-                        tasks = batch.len(),
-                        "scheduler: the store refused task updates: {e}"
-                    );
+                BatchOutcome::Park => {
+                    if let Err(e) = result {
+                        warn!(
+                            tasks = batch.len(),
+                            "scheduler: the store refused task updates: {e}"
+                        );
+                    }
                     for write in batch {
                         self.queue.park(write.task_id);
                     }
                 }
-                Err(e) => {
-                    warn!("scheduler: cannot write task updates: {e}");
+                BatchOutcome::EndTerm => {
+                    if let Err(e) = result {
+                        warn!("scheduler: cannot write task updates: {e}");
+                    }
                     return Err(TermEnd::Failed);
                 }
             }
         }
         Ok(written)
+    }
+}
+
+/// What becomes of a batch of task updates after its proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchOutcome {
+    /// Committed.
+    Written,
+    /// A task changed or was deleted since the read: re-read the batch's
+    /// tasks in the next pass (a deleted one is then dropped). The change
+    /// that caused it is an event, so the next pass is at most a debounce
+    /// away, never a busy loop.
+    Retry,
+    /// Refused for a reason a retry will not fix soon (a bug or a size
+    /// limit): the tasks wait for a capacity change or the retry period.
+    Park,
+    /// No leader, no quorum, an unknown outcome, or a stopping node: the
+    /// term's state is dropped and rebuilt from a full scan.
+    EndTerm,
+}
+
+impl BatchOutcome {
+    fn of(result: &Result<u64, RaftNodeError>) -> BatchOutcome {
+        match result {
+            Ok(_) => BatchOutcome::Written,
+            Err(RaftNodeError::Rejected(
+                StoreError::Conflict { .. } | StoreError::NotFound { .. },
+            )) => BatchOutcome::Retry,
+            Err(RaftNodeError::Rejected(_)) => BatchOutcome::Park,
+            Err(_) => BatchOutcome::EndTerm,
+        }
     }
 }
 
@@ -289,4 +322,41 @@ fn live_watch(ctx: &ManagerContext) -> Result<Watcher, TermEnd> {
         warn!("scheduler: cannot watch the store: {e}");
         TermEnd::Failed
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ObjectKind, WriteOp};
+
+    #[test]
+    fn failed_batches_are_retried_parked_or_end_the_term() {
+        let conflict = StoreError::Conflict {
+            op: WriteOp::Update,
+            kind: ObjectKind::Task,
+            id: "t".into(),
+            expected: 2,
+            got: 1,
+        };
+        let not_found = StoreError::NotFound {
+            kind: ObjectKind::Task,
+            id: "t".into(),
+        };
+        let invalid = StoreError::Invalid { reason: "x".into() };
+        let cases = [
+            (Ok(3), BatchOutcome::Written),
+            (Err(RaftNodeError::Rejected(conflict)), BatchOutcome::Retry),
+            (Err(RaftNodeError::Rejected(not_found)), BatchOutcome::Retry),
+            (Err(RaftNodeError::Rejected(invalid)), BatchOutcome::Park),
+            (Err(RaftNodeError::NoQuorum), BatchOutcome::EndTerm),
+            (Err(RaftNodeError::Indeterminate), BatchOutcome::EndTerm),
+            (
+                Err(RaftNodeError::NotLeader { leader_addr: None }),
+                BatchOutcome::EndTerm,
+            ),
+        ];
+        for (result, expected) in cases {
+            assert_eq!(BatchOutcome::of(&result), expected, "{result:?}");
+        }
+    }
 }
