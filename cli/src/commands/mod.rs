@@ -50,6 +50,12 @@ enum Command {
     /// Measure the cluster (writes per second, leader failover).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Watch one task (started by the daemon's process driver, not by hand).
+    #[command(hide = true)]
+    Shim {
+        /// The task's directory under the daemon's data dir.
+        task_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +99,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Version => cluster::version(&host).await,
         Command::Node(cmd) => node::run(&connect()?, cmd).await,
         Command::Bench(cmd) => bench::run(&connect()?, cmd).await,
+        Command::Shim { task_dir } => return Ok(rswarm_agent::shim::run(&task_dir)),
     }
     .map(|()| 0)
 }
