@@ -19,6 +19,7 @@ pub mod description;
 pub mod join;
 pub mod limits;
 pub mod session;
+pub mod sim;
 
 pub use join::{JoinError, Joined, join};
 pub use session::{Agent, AgentConfig, AgentStatus};

@@ -4,6 +4,7 @@
 mod bench;
 mod cluster;
 mod node;
+mod sim;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +47,10 @@ enum Command {
     /// Measure the cluster (writes per second, leader failover).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Simulate many nodes in this process, for scale tests: each joins
+    /// with the worker token and reports its tasks running without running
+    /// them.
+    Sim(sim::SimArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +85,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let connect = || Daemon::connect(&host);
     match cli.command {
         Command::Daemon(args) => return run_daemon(args).await,
+        Command::Sim(args) => sim::run(args).await,
         Command::Init(args) => cluster::init(&connect()?, args).await,
         Command::Join(args) => cluster::join(&connect()?, args).await,
         Command::JoinToken(args) => cluster::join_token(&connect()?, args).await,
