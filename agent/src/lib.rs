@@ -12,10 +12,16 @@
 //! - `logs`: the task log files (format, rotation) and their reader.
 //! - `controller`: one controller per task, driving it from ASSIGNED to its
 //!   desired state and reporting its status.
+//! - `assignments`: the task protocol's client side — the Assignments
+//!   stream and batched task status reports — shared by the worker and the
+//!   simulator.
+//! - `sim`: simulated nodes (real identities and sessions, no tasks run),
+//!   for scale tests.
 //!
 //! The session keeps running when no manager is reachable, and so do the
 //! tasks, which are watched by their shims and not by the daemon.
 
+pub mod assignments;
 pub mod controller;
 pub mod description;
 pub mod join;
@@ -24,6 +30,7 @@ pub mod logs;
 pub mod runtime;
 pub mod session;
 pub mod shim;
+pub mod sim;
 pub mod worker;
 
 pub use join::{JoinError, Joined, join};

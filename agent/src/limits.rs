@@ -40,3 +40,48 @@ pub const LOG_BATCH_LINES_MAX: usize = 256;
 
 /// Tasks one `TaskLogs` call may ask for (a service's tasks on one node).
 pub const LOG_REQUEST_TASKS_MAX: usize = 10_000;
+
+/// Largest Assignments message the agent accepts. A COMPLETE set lists every
+/// task of the node in one message: 64 MiB holds thousands of tasks with
+/// large specs, and stays a bound a broken manager cannot exceed.
+pub const ASSIGNMENTS_MESSAGE_SIZE_MAX: usize = 64 * 1024 * 1024;
+
+/// Most status updates in one `UpdateTaskStatus` call: under the managers'
+/// per-call limit (1,024), and large enough that a node starting a hundred
+/// tasks reports them in one call.
+pub const STATUS_BATCH_MAX: usize = 1000;
+
+/// Tasks with a status update waiting to be sent. Updates of one task are
+/// coalesced, so this bounds the number of tasks, not of updates: far above
+/// what one node runs. Reporting more waits until the queue drains.
+pub const STATUS_QUEUE_TASKS_MAX: usize = 16_384;
+
+/// Most nodes one simulator runs: each holds two connections to the leader,
+/// so 10,000 already needs a raised open-file limit on both sides; and the
+/// advertised ports (`SIM_ADVERTISE_PORT_BASE` + index) must stay valid.
+pub const SIM_NODES_MAX: usize = 10_000;
+
+/// Simulated nodes advertise `127.0.0.1:<base + index>`: nothing listens
+/// there, the address only tells them apart. 40,000 + 10,000 < 65,536.
+pub const SIM_ADVERTISE_PORT_BASE: usize = 40_000;
+
+/// Simulated joins in flight. Each join is a CA download, a signature and
+/// a Raft write on the leader; a few at a time keep the managers responsive
+/// while 1,000 nodes join within a minute.
+pub const SIM_JOINS_IN_FLIGHT_MAX: usize = 8;
+
+/// Pause between starting two simulated nodes, so their first heartbeats and
+/// TLS handshakes reach the leader spread over seconds, not all at once
+/// (1,000 nodes start in 5 s).
+pub const SIM_START_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Attempts to join one simulated node while the manager is unreachable or
+/// has no leader; a refusal (wrong token) fails at once.
+pub const SIM_JOIN_ATTEMPTS: u32 = 5;
+
+/// Assignments messages waiting for a simulated node's driver. The driver
+/// only updates a map per message, so a handful is plenty; a full queue
+/// makes the stream wait, which is the backpressure the manager expects.
+pub const SIM_ASSIGNMENTS_QUEUE_MAX: usize = 16;
+
+const _: () = assert!(SIM_ADVERTISE_PORT_BASE + SIM_NODES_MAX <= u16::MAX as usize);

@@ -88,3 +88,87 @@ pub const LOG_FOLLOW_POLL: Duration = Duration::from_secs(1);
 /// Log batches queued for one `service logs` client; a slow client slows the
 /// node streams instead of growing memory.
 pub const LOG_STREAM_QUEUE_MAX: usize = 256;
+
+// ---- Dispatcher: assignments ----
+
+/// Assignment streams one manager serves at once. The design target is 1,000
+/// nodes; each node holds at most one stream (a new one replaces the old), so
+/// 10× headroom only matters against misbehaving clients. An idle stream
+/// costs a few KiB; its queue is bounded by `ASSIGNMENTS_NODE_QUEUE_MAX`.
+pub const ASSIGNMENT_STREAMS_MAX: usize = 10_000;
+
+/// Changes queued for one node's stream between the fan-out and the stream.
+/// A node gets about 100 changes when a large service is created or removed,
+/// so this is 10× that burst. A node whose queue is full (its connection
+/// stalls) has its stream ended: it reconnects and gets a fresh COMPLETE
+/// set, so no change is ever dropped silently, and a slow node cannot hold
+/// more than this many tasks of the leader's memory.
+pub const ASSIGNMENTS_NODE_QUEUE_MAX: usize = 1024;
+
+/// An INCREMENTAL message goes out once no change arrived for this long
+/// (SwarmKit's `batchingWaitTime`): a scheduler batch lands in one message
+/// instead of one message per task.
+pub const ASSIGNMENTS_BATCH_QUIET: Duration = Duration::from_millis(100);
+
+/// Longest a change waits in a batch while changes keep arriving, so a
+/// steady trickle cannot postpone a message forever.
+pub const ASSIGNMENTS_BATCH_DELAY_MAX: Duration = Duration::from_millis(500);
+
+/// Most tasks and removals in one INCREMENTAL message. SwarmKit uses 100;
+/// a node receiving a 100-task service gets it in one message, and the agent
+/// handles each change cheaply, so 500 keeps messages few without making
+/// any one large.
+pub const ASSIGNMENTS_BATCH_CHANGES_MAX: usize = 500;
+
+/// An INCREMENTAL message is sent once its tasks reach this many encoded
+/// bytes, whatever their count: tasks with large specs stay far below the
+/// agent's decoding limit.
+pub const ASSIGNMENTS_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// How often the fan-out checks it still leads in the same term; on a change
+/// every stream ends so nodes follow the new leader. A tenth of a second is
+/// negligible next to an election.
+pub const DISPATCHER_LEADERSHIP_CHECK_PERIOD: Duration = Duration::from_millis(100);
+
+const _: () =
+    assert!(ASSIGNMENTS_BATCH_QUIET.as_millis() < ASSIGNMENTS_BATCH_DELAY_MAX.as_millis());
+const _: () = assert!(ASSIGNMENTS_BATCH_CHANGES_MAX < ASSIGNMENTS_NODE_QUEUE_MAX);
+
+// ---- Dispatcher: task status ----
+
+/// Most status updates in one `UpdateTaskStatus` call (SwarmKit's agent
+/// sends at most 1,024). Larger calls are refused so one call always fits
+/// one Raft proposal's worth of work.
+pub const STATUS_UPDATES_PER_CALL_MAX: usize = 1024;
+
+/// Calls waiting for their batch to be committed. A full queue makes new
+/// calls wait (backpressure on the agents) within `REQUEST_TIMEOUT`; at
+/// ≤1,024 small updates per call this bounds the queue to a few tens of MiB.
+pub const STATUS_QUEUE_MAX: usize = 1024;
+
+/// A status update waits at most this long for others to join its batch
+/// (SwarmKit's dispatcher flushes every 100 ms): thousands of nodes' reports
+/// become a handful of Raft writes per second.
+pub const STATUS_FLUSH_DELAY: Duration = Duration::from_millis(100);
+
+/// A batch is committed at once when it holds this many updates (SwarmKit:
+/// 10,000), without waiting for `STATUS_FLUSH_DELAY`.
+pub const STATUS_BATCH_UPDATES_MAX: usize = 10_000;
+
+/// Most tasks written by one status proposal. A task with its spec is a few
+/// KiB at most, so 1,000 stay under `PROPOSAL_SIZE_MAX` (3 MiB) together
+/// with `STATUS_PROPOSAL_BYTES_MAX`.
+pub const STATUS_PROPOSAL_TASKS_MAX: usize = 1000;
+
+/// A status proposal is cut once its tasks reach this many encoded bytes,
+/// well under `PROPOSAL_SIZE_MAX` whatever the size of the task specs.
+pub const STATUS_PROPOSAL_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+/// Longest status message or error text stored: agents report runtime errors
+/// verbatim (image pulls can be long), and a task must stay far below
+/// `OBJECT_SIZE_MAX` so one report can never make a whole batch fail.
+pub const STATUS_TEXT_BYTES_MAX: usize = 2048;
+
+const _: () = assert!(STATUS_UPDATES_PER_CALL_MAX <= STATUS_BATCH_UPDATES_MAX);
+const _: () = assert!(STATUS_PROPOSAL_BYTES_MAX < crate::store::limits::PROPOSAL_SIZE_MAX);
+const _: () = assert!(STATUS_FLUSH_DELAY.as_millis() < REQUEST_TIMEOUT.as_millis());

@@ -25,7 +25,7 @@ use tracing::info;
 use crate::authz::Authorizer;
 use crate::ca::CaService;
 use crate::controlapi::ControlService;
-use crate::dispatcher::{DispatcherService, Liveness};
+use crate::dispatcher::{DispatcherService, DispatcherState, Liveness};
 use crate::leader::status_from_raft;
 use crate::limits::{API_MESSAGE_SIZE_MAX, CONFLICT_RETRIES_MAX, RAFT_MESSAGE_SIZE_MAX};
 use crate::raft::network::{ChannelCache, RaftService};
@@ -73,6 +73,8 @@ pub struct ManagerContext {
     pub creds: CredentialsHandle,
     /// Heartbeats seen by this manager while it leads.
     pub liveness: Liveness,
+    /// Assignment streams and status updates in flight.
+    pub dispatcher: DispatcherState,
     /// This node's ID.
     pub node_id: String,
     /// This cluster's ID.
@@ -191,6 +193,7 @@ impl Manager {
             channels,
             creds,
             liveness: Liveness::default(),
+            dispatcher: DispatcherState::default(),
             node_id: config.node_id,
             cluster_id: config.cluster_id,
             advertise_addr: config.advertise_addr,
@@ -214,6 +217,12 @@ impl Manager {
             .spawn(crate::membership::reconcile_loop(ctx, cancel));
         self.tasks
             .spawn(crate::scheduler::run(self.ctx.clone(), self.cancel.clone()));
+        let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
+        self.tasks
+            .spawn(crate::dispatcher::assignments::fan_out_loop(ctx, cancel));
+        let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
+        self.tasks
+            .spawn(crate::dispatcher::status::commit_loop(ctx, cancel));
     }
 
     /// The state shared by the services and loops.

@@ -5,6 +5,7 @@ mod bench;
 mod cluster;
 mod node;
 mod service;
+mod sim;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +57,10 @@ enum Command {
         /// The task's directory under the daemon's data dir.
         task_dir: PathBuf,
     },
+    /// Simulate many nodes in this process, for scale tests: each joins
+    /// with the worker token and reports its tasks running without running
+    /// them.
+    Sim(sim::SimArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +96,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Daemon(args) => return run_daemon(args).await,
         Command::Service(cmd) => return service::run(&connect()?, cmd).await,
+        Command::Sim(args) => sim::run(args).await,
         Command::Init(args) => cluster::init(&connect()?, args).await,
         Command::Join(args) => cluster::join(&connect()?, args).await,
         Command::JoinToken(args) => cluster::join_token(&connect()?, args).await,

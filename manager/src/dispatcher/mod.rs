@@ -4,8 +4,16 @@
 //! a gap, Down after `HEARTBEATS_MISSED_MAX` missed beats). A follower
 //! redirects the node to the leader.
 //!
+//! - `assignments`: the `Assignments` stream, one store watcher fanned out
+//!   to one bounded queue per connected node.
+//! - `status`: `UpdateTaskStatus`, every node's reports batched into few
+//!   Raft writes; a call returns once its updates are committed.
+//!
 //! **Invariant:** a new leader gives every node a full grace period before it
 //! marks any of them Down, since it has not seen their heartbeats yet.
+
+pub mod assignments;
+pub mod status;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -152,21 +160,47 @@ impl rswarm_proto::dispatcher_server::Dispatcher for DispatcherService {
             .await
     }
 
-    // Placeholders until assignments land (this same change series).
-    type AssignmentsStream =
-        std::pin::Pin<Box<dyn futures::Stream<Item = Result<AssignmentsMessage, Status>> + Send>>;
+    type AssignmentsStream = assignments::AssignmentsStream;
+
     async fn assignments(
         &self,
-        _req: Request<AssignmentsRequest>,
+        req: Request<AssignmentsRequest>,
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
-        Err(Status::unimplemented("assignments are not available yet"))
+        let subject = self
+            .ctx
+            .authz
+            .require_node(req.extensions().get::<PeerInfo>())?;
+        self.ctx
+            .on_leader_as_caller(assignments::open(self.ctx.clone(), subject.node_id))
+            .await
     }
+
     async fn update_task_status(
         &self,
-        _req: Request<UpdateTaskStatusRequest>,
+        req: Request<UpdateTaskStatusRequest>,
     ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
-        Err(Status::unimplemented("assignments are not available yet"))
+        let subject = self
+            .ctx
+            .authz
+            .require_node(req.extensions().get::<PeerInfo>())?;
+        self.ctx
+            .on_leader_as_caller(status::update_task_status(
+                self.ctx.clone(),
+                subject.node_id,
+                req.into_inner(),
+            ))
+            .await
     }
+}
+
+/// What the dispatcher's calls and loops share on one manager: the
+/// per-node assignment queues and the queue of status updates to commit.
+#[derive(Default)]
+pub struct DispatcherState {
+    /// Connected nodes' assignment queues.
+    pub assignments: assignments::AssignmentsHub,
+    /// Status updates waiting for their Raft write.
+    pub status: status::StatusQueue,
 }
 
 /// Nodes that missed too many heartbeats, given when this manager started leading.
@@ -248,3 +282,6 @@ pub async fn liveness_loop(ctx: Arc<ManagerContext>, cancel: CancellationToken) 
         }
     }
 }
+
+#[cfg(test)]
+mod test_support;
