@@ -10,6 +10,8 @@
 //! - `ca`: the cluster CA (join, renewal).
 //! - `dispatcher`: node sessions and liveness.
 //! - `membership`: Raft membership follows node roles.
+//! - `orchestrator`: services to tasks (replicated, global, restarts,
+//!   rolling updates and rollbacks, rebalancing, task reaper).
 //! - `bootstrap`: a new cluster's first objects.
 
 pub mod authz;
@@ -21,6 +23,7 @@ pub mod leader;
 pub mod limits;
 pub mod manager;
 pub mod membership;
+pub mod orchestrator;
 pub mod raft;
 pub mod store;
 

@@ -212,6 +212,8 @@ impl Manager {
         let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
         self.tasks
             .spawn(crate::membership::reconcile_loop(ctx, cancel));
+        let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
+        self.tasks.spawn(crate::orchestrator::run(ctx, cancel));
     }
 
     /// The state shared by the services and loops.
