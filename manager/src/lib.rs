@@ -13,6 +13,8 @@
 //! - `dispatcher`: node sessions and liveness.
 //! - `membership`: Raft membership follows node roles.
 //! - `scheduler`: places pending tasks on nodes (leader loop + pure core).
+//! - `orchestrator`: services to tasks (replicated, global, restarts,
+//!   rolling updates and rollbacks, rebalancing, task reaper).
 //! - `bootstrap`: a new cluster's first objects.
 
 pub mod authz;
@@ -24,6 +26,7 @@ pub mod leader;
 pub mod limits;
 pub mod manager;
 pub mod membership;
+pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
 pub mod spec;

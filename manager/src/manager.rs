@@ -223,6 +223,8 @@ impl Manager {
         let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
         self.tasks
             .spawn(crate::dispatcher::status::commit_loop(ctx, cancel));
+        let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
+        self.tasks.spawn(crate::orchestrator::run(ctx, cancel));
     }
 
     /// The state shared by the services and loops.

@@ -1,0 +1,464 @@
+//! The orchestrators' loop: runs on every manager, acts only while this
+//! manager leads. On becoming leader it reconciles every service, then
+//! follows the store's watch: changes mark services (and nodes) dirty, a
+//! short debounce gathers a burst, and one pass plans every dirty service
+//! ([`reconcile_service`]) and proposes the changes in batches. Timers
+//! (restart delays, update delays, monitor windows) mark services dirty when
+//! they are due.
+//!
+//! **Invariants:** nothing is written unless this manager leads (proposals
+//! fail otherwise, and a lost leadership drops all memory); a watch that
+//! ends (lagged, compacted) is replaced and followed by a full
+//! reconciliation, so no change is missed; the work of an event is bounded
+//! by the tasks of the services it touches, never by all tasks.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use futures::FutureExt;
+use rswarm_proto::object::Kind;
+use rswarm_proto::{ActionKind, Proposal, StoreEvent, Task, TaskState};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::limits::{
+    DEBOUNCE_MAX, DEBOUNCE_QUIET, FAILED_PASS_BACKOFF, LEADERSHIP_POLL, PASS_ACTIONS_MAX,
+    PROPOSAL_ACTIONS_MAX, UPDATERS_MAX,
+};
+use super::nodes::is_usable;
+use super::plan::into_chunks;
+use super::rebalance::auto_rebalance;
+use super::reconcile::{Ctx, ServiceMemory, reconcile_service};
+use super::task::{has_ended, is_global, is_runnable, service_id};
+use super::work::Changes;
+use crate::limits::TASK_HISTORY_DEFAULT;
+use crate::manager::{action, now_ms};
+use crate::raft::node::{RaftNode, RaftNodeError};
+use crate::store::{Store, StoreError, StoreState, Watcher};
+
+/// Runs the orchestrators until `cancel` fires.
+pub async fn run(raft: RaftNode, cancel: CancellationToken) {
+    loop {
+        while !raft.is_leader() {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(LEADERSHIP_POLL) => {}
+            }
+        }
+        info!("orchestrators: leading, reconciling every service");
+        let mut term = Term::new(raft.clone());
+        match term.lead(&cancel).await {
+            TermEnd::Cancelled => return,
+            TermEnd::LostLeadership => info!("orchestrators: no longer leading"),
+        }
+    }
+}
+
+/// Why a term ended.
+enum TermEnd {
+    Cancelled,
+    LostLeadership,
+}
+
+/// A write failed because this manager no longer leads.
+struct NotLeading;
+
+/// What is waiting to be looked at.
+#[derive(Debug, Default)]
+struct Dirty {
+    /// Reconcile everything (leader start, lost watch, cluster change).
+    all: bool,
+    services: BTreeSet<String>,
+    nodes: BTreeSet<String>,
+    /// A node became usable: bump the requests of auto-rebalancing services.
+    node_joined: bool,
+}
+
+/// Pending wake-ups, one per service.
+#[derive(Debug, Default)]
+struct Timers {
+    by_service: HashMap<String, i64>,
+    queue: BTreeSet<(i64, String)>,
+}
+
+impl Timers {
+    fn set(&mut self, service: &str, at_ms: Option<i64>) {
+        if let Some(old) = self.by_service.remove(service) {
+            self.queue.remove(&(old, service.to_owned()));
+        }
+        if let Some(at) = at_ms {
+            self.by_service.insert(service.to_owned(), at);
+            self.queue.insert((at, service.to_owned()));
+        }
+    }
+
+    fn next_ms(&self) -> Option<i64> {
+        self.queue.first().map(|(at, _)| *at)
+    }
+
+    fn take_due(&mut self, now_ms: i64) -> Vec<String> {
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.queue.first() {
+            if *at > now_ms {
+                break;
+            }
+            if let Some((_, service)) = self.queue.pop_first() {
+                self.by_service.remove(&service);
+                due.push(service);
+            }
+        }
+        due
+    }
+}
+
+/// One leadership term: the memory that dies with it.
+struct Term {
+    raft: RaftNode,
+    store: Store,
+    memory: HashMap<String, ServiceMemory>,
+    dirty: Dirty,
+    /// Services whose every task event matters (update, move, held task).
+    attentive: HashSet<String>,
+    timers: Timers,
+    /// Last seen "ready and active" of each node, to spot joins and returns.
+    node_usable: HashMap<String, bool>,
+    /// The watch ended; make a new one before the next pass.
+    watch_lost: bool,
+}
+
+impl Term {
+    fn new(raft: RaftNode) -> Self {
+        let store = raft.store().clone();
+        Self {
+            raft,
+            store,
+            memory: HashMap::new(),
+            dirty: Dirty {
+                all: true,
+                ..Dirty::default()
+            },
+            attentive: HashSet::new(),
+            timers: Timers::default(),
+            node_usable: HashMap::new(),
+            watch_lost: false,
+        }
+    }
+
+    async fn lead(&mut self, cancel: &CancellationToken) -> TermEnd {
+        let Ok(mut watcher) = self.store.watch(0) else {
+            return TermEnd::LostLeadership;
+        };
+        // Everything committed before this term must be in the store first.
+        if let Err(e) = self.raft.linearizable_read().await {
+            debug!("orchestrators: cannot read as leader yet: {e}");
+            return TermEnd::LostLeadership;
+        }
+        self.remember_nodes();
+        loop {
+            if !self.raft.is_leader() {
+                return TermEnd::LostLeadership;
+            }
+            if std::mem::take(&mut self.watch_lost) {
+                let Ok(fresh) = self.store.watch(0) else {
+                    return TermEnd::LostLeadership;
+                };
+                watcher = fresh;
+            }
+            let more = match self.pass().await {
+                Ok(more) => more,
+                Err(NotLeading) => return TermEnd::LostLeadership,
+            };
+            let wait = if more {
+                Duration::ZERO
+            } else {
+                self.until_next_timer()
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return TermEnd::Cancelled,
+                event = watcher.next() => {
+                    self.take(event);
+                    self.debounce(&mut watcher).await;
+                }
+                _ = tokio::time::sleep(wait) => self.drain_ready(&mut watcher),
+            }
+            for service in self.timers.take_due(now_ms()) {
+                self.dirty.services.insert(service);
+            }
+        }
+    }
+
+    fn until_next_timer(&self) -> Duration {
+        let Some(at) = self.timers.next_ms() else {
+            return LEADERSHIP_POLL;
+        };
+        let ms = at.saturating_sub(now_ms()).max(0) as u64;
+        Duration::from_millis(ms).min(LEADERSHIP_POLL)
+    }
+
+    /// Gathers the rest of a burst of events.
+    async fn debounce(&mut self, watcher: &mut Watcher) {
+        let deadline = Instant::now() + DEBOUNCE_MAX;
+        loop {
+            let quiet = DEBOUNCE_QUIET.min(deadline.saturating_duration_since(Instant::now()));
+            if quiet.is_zero() {
+                return;
+            }
+            if self.watch_lost {
+                return;
+            }
+            match tokio::time::timeout(quiet, watcher.next()).await {
+                Ok(event) => self.take(event),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Takes the events already waiting, without waiting for more.
+    fn drain_ready(&mut self, watcher: &mut Watcher) {
+        while !self.watch_lost
+            && let Some(event) = watcher.next().now_or_never()
+        {
+            self.take(event);
+        }
+    }
+
+    /// Notes one watch event; a watch that ended is replaced before the
+    /// next pass, which then reconciles everything.
+    fn take(&mut self, event: Option<Result<StoreEvent, StoreError>>) {
+        match event {
+            Some(Ok(event)) => self.note(&event),
+            Some(Err(e)) => {
+                warn!("orchestrators: the store watch ended ({e}); reconciling everything");
+                self.watch_lost = true;
+                self.dirty.all = true;
+            }
+            None => {
+                self.watch_lost = true;
+                self.dirty.all = true;
+            }
+        }
+    }
+
+    /// Marks what an event makes dirty. Cheap: no store access.
+    fn note(&mut self, event: &StoreEvent) {
+        let deleted = event.kind == ActionKind::Delete as i32;
+        match event.object.as_ref().and_then(|o| o.kind.as_ref()) {
+            Some(Kind::Service(s)) => {
+                self.dirty.services.insert(service_id(s).to_owned());
+            }
+            Some(Kind::Task(t)) if self.task_matters(t, deleted) => {
+                self.dirty.services.insert(t.service_id.clone());
+            }
+            Some(Kind::Node(n)) => {
+                let id = n.meta.as_ref().map_or("", |m| m.id.as_str()).to_owned();
+                let usable = !deleted && is_usable(n);
+                let was = self.node_usable.insert(id.clone(), usable);
+                if usable && was != Some(true) {
+                    self.dirty.node_joined = true;
+                }
+                self.dirty.nodes.insert(id);
+            }
+            Some(Kind::Cluster(_)) => self.dirty.all = true,
+            _ => {}
+        }
+    }
+
+    /// Whether a task event can call for a decision. The common case — a
+    /// task moving towards RUNNING in a service nobody updates — does not.
+    fn task_matters(&self, task: &Task, deleted: bool) -> bool {
+        if deleted {
+            return is_runnable(task);
+        }
+        has_ended(task)
+            || task.desired_state() == TaskState::Ready
+            || self.attentive.contains(&task.service_id)
+    }
+
+    fn remember_nodes(&mut self) {
+        self.node_usable = self.store.read(|s| {
+            s.nodes()
+                .filter_map(|n| Some((n.meta.as_ref()?.id.clone(), is_usable(n))))
+                .collect()
+        });
+    }
+
+    /// Plans every dirty service and proposes the changes. Returns whether
+    /// work is left over for an immediate next pass.
+    async fn pass(&mut self) -> Result<bool, NotLeading> {
+        if std::mem::take(&mut self.dirty.node_joined) {
+            self.request_auto_rebalance().await?;
+        }
+        let store = self.store.clone();
+        let now = now_ms();
+        let (plans, more) = store.read(|s| self.plan(s, now));
+        if plans.is_empty() {
+            return Ok(more);
+        }
+        self.propose(plans).await?;
+        Ok(more)
+    }
+
+    /// The pure part of a pass, under the store's read lock.
+    fn plan(&mut self, s: &StoreState, now: i64) -> (Vec<(String, Changes)>, bool) {
+        self.expand_dirty(s);
+        let history_limit =
+            s.cluster()
+                .and_then(|c| c.spec.as_ref())
+                .map_or(TASK_HISTORY_DEFAULT, |spec| spec.task_history_limit) as usize;
+        let mut updaters = self.memory.values().filter(|m| m.is_updating()).count();
+        let mut budget = PASS_ACTIONS_MAX;
+        let mut plans = Vec::new();
+        let mut more = false;
+        for id in std::mem::take(&mut self.dirty.services) {
+            if budget == 0 {
+                self.dirty.services.insert(id);
+                more = true;
+                continue;
+            }
+            let ctx = Ctx {
+                state: s,
+                now_ms: now,
+                history_limit,
+                may_start_update: updaters < UPDATERS_MAX,
+            };
+            let mem = self.memory.entry(id.clone()).or_default();
+            let was_updating = mem.is_updating();
+            let outcome = reconcile_service(&ctx, &id, mem, budget);
+            match (was_updating, mem.is_updating()) {
+                (false, true) => updaters += 1,
+                (true, false) => updaters = updaters.saturating_sub(1),
+                _ => {}
+            }
+            budget = budget.saturating_sub(outcome.changes.len());
+            if outcome.more {
+                self.dirty.services.insert(id.clone());
+                more = true;
+            }
+            self.follow(
+                &id,
+                s,
+                outcome.signals.attentive,
+                outcome.signals.wake_at_ms,
+            );
+            if !outcome.changes.is_empty() {
+                plans.push((id, outcome.changes));
+            }
+        }
+        (plans, more)
+    }
+
+    /// Turns "everything" and dirty nodes into dirty services.
+    fn expand_dirty(&mut self, s: &StoreState) {
+        if std::mem::take(&mut self.dirty.all) {
+            self.dirty.nodes.clear();
+            self.dirty
+                .services
+                .extend(s.services().map(|svc| service_id(svc).to_owned()));
+            // Tasks whose service is gone: a full scan, once per term.
+            let orphaned: BTreeSet<String> = s
+                .tasks()
+                .filter(|t| s.service(&t.service_id).is_none())
+                .map(|t| t.service_id.clone())
+                .collect();
+            self.dirty.services.extend(orphaned);
+        }
+        let nodes = std::mem::take(&mut self.dirty.nodes);
+        if nodes.is_empty() {
+            return;
+        }
+        for node in &nodes {
+            self.dirty
+                .services
+                .extend(s.tasks_on_node(node).map(|t| t.service_id.clone()));
+        }
+        self.dirty.services.extend(
+            s.services()
+                .filter(|svc| is_global(svc))
+                .map(|svc| service_id(svc).to_owned()),
+        );
+    }
+
+    /// Keeps the attention set, timers and memory in step with a pass.
+    fn follow(&mut self, id: &str, s: &StoreState, attentive: bool, wake_at_ms: Option<i64>) {
+        if attentive {
+            self.attentive.insert(id.to_owned());
+        } else {
+            self.attentive.remove(id);
+        }
+        self.timers.set(id, wake_at_ms);
+        let gone = s.service(id).is_none() && s.tasks_of_service(id).next().is_none();
+        if gone {
+            self.memory.remove(id);
+        }
+    }
+
+    /// Bumps `rebalance_requested` of the services that rebalance when a
+    /// node joins or returns (tried again next pass if the write fails).
+    async fn request_auto_rebalance(&mut self) -> Result<(), NotLeading> {
+        let services = self.store.read(auto_rebalance);
+        if services.is_empty() {
+            return Ok(());
+        }
+        info!(
+            services = services.len(),
+            "a node joined or returned: rebalancing"
+        );
+        for batch in services.chunks(PROPOSAL_ACTIONS_MAX) {
+            let proposal = Proposal {
+                actions: batch
+                    .iter()
+                    .map(|s| action(ActionKind::Update, Kind::Service(s.clone())))
+                    .collect(),
+                timestamp_ms: now_ms(),
+            };
+            match self.raft.propose(proposal).await {
+                Ok(_) => {}
+                Err(RaftNodeError::NotLeader { .. }) => return Err(NotLeading),
+                Err(e) => {
+                    debug!("orchestrators: rebalance request not written, trying again: {e}");
+                    self.dirty.node_joined = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Proposes the changes in batches, in order. A refused batch (a
+    /// concurrent change) marks its services dirty for the next pass and
+    /// makes the later batches of those services wait for it too.
+    async fn propose(&mut self, plans: Vec<(String, Changes)>) -> Result<(), NotLeading> {
+        let mut failed: HashSet<String> = HashSet::new();
+        let mut sick = false;
+        for chunk in into_chunks(plans) {
+            if chunk.services.iter().any(|s| failed.contains(s)) {
+                failed.extend(chunk.services);
+                continue;
+            }
+            let proposal = Proposal {
+                actions: chunk.actions,
+                timestamp_ms: now_ms(),
+            };
+            match self.raft.propose(proposal).await {
+                Ok(_) => {}
+                Err(RaftNodeError::NotLeader { .. }) => return Err(NotLeading),
+                Err(RaftNodeError::Rejected(e)) => {
+                    debug!("orchestrators: batch refused, planning again: {e}");
+                    failed.extend(chunk.services);
+                }
+                Err(e) => {
+                    warn!("orchestrators: batch not written, planning again: {e}");
+                    failed.extend(chunk.services);
+                    sick = true;
+                }
+            }
+        }
+        if !failed.is_empty() {
+            self.dirty.services.extend(failed);
+        }
+        if sick {
+            tokio::time::sleep(FAILED_PASS_BACKOFF).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! Tests of the orchestrators.
+
+mod global;
+mod replicated;
+mod update;
+mod world;
