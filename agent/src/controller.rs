@@ -469,7 +469,8 @@ fn desired_state(task: &Task) -> TaskState {
     TaskState::try_from(task.desired_state).unwrap_or(TaskState::New)
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, the unit of status timestamps.
+pub fn now_ms() -> i64 {
     crate::logs::now_ns() / 1_000_000
 }
 

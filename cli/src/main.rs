@@ -27,6 +27,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Some(task_dir) = cli.shim_task_dir() {
+        return ExitCode::from(rswarm_agent::shim::run(task_dir));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

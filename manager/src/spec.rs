@@ -174,8 +174,7 @@ fn normalize_task(task: &mut TaskSpec) -> Result<(), SpecError> {
     let placement = task.placement.get_or_insert_with(Default::default);
     check_len(placement.constraints.len(), "constraint")?;
     check_len(placement.preferences.len(), "placement preference")?;
-    crate::scheduler::validate_placement(placement)
-        .map_err(|e| SpecError::new(e.to_string()))?;
+    crate::scheduler::validate_placement(placement).map_err(|e| SpecError::new(e.to_string()))?;
     Ok(())
 }
 

@@ -150,10 +150,7 @@ impl LocalApi {
             advertise_addr: advertise.clone(),
             heartbeat_period: parse_duration_ms(req.heartbeat_period_ms),
             node_cert_expiry: Duration::from_secs(req.node_cert_expiry_secs),
-            description: rswarm_agent::description::describe(
-                &daemon.config.hostname,
-                rswarm_agent::description::DRIVERS,
-            ),
+            description: daemon.description(&daemon.drivers()?),
         })
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let record = NodeRecord {
@@ -198,7 +195,7 @@ impl LocalApi {
             return Err(Status::internal("the first manager did not start"));
         };
         if let Err(e) = manager.bootstrap(cluster).await {
-            deactivate(&self.daemon, active).await;
+            deactivate(&self.daemon, active, true).await;
             return Err(e);
         }
         Ok(active)
@@ -212,10 +209,7 @@ impl LocalApi {
         }
         let remote = with_port(req.remote_addr.trim(), 7377)?;
         let advertise = advertise_addr(&req.advertise_addr, daemon, Some(&remote))?;
-        let description = rswarm_agent::description::describe(
-            &daemon.config.hostname,
-            rswarm_agent::description::DRIVERS,
-        );
+        let description = daemon.description(&daemon.drivers()?);
         let joined = rswarm_agent::join(&remote, &req.token, &advertise, description)
             .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
@@ -271,7 +265,7 @@ impl LocalApi {
             return Err(Status::internal("phase changed under the lock"));
         };
         let node_id = active.record.node_id.clone();
-        deactivate(daemon, *active).await;
+        deactivate(daemon, *active, true).await;
         daemon
             .data
             .wipe()

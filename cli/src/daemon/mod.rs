@@ -18,9 +18,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Result;
+use rswarm_agent::runtime::{Drivers, ProcessRuntime, ProcessRuntimeConfig, Runtime, ShimCommand};
+use rswarm_agent::worker::{Worker, WorkerConfig};
 use rswarm_agent::{Agent, AgentConfig};
 use rswarm_manager::{Manager, ManagerConfig, ManagerContext};
 use rswarm_pki::{CredentialsHandle, NodeCredentials, Role};
+use rswarm_proto::agent_server::AgentServer;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tonic::Status;
@@ -49,6 +52,7 @@ struct Active {
     record: NodeRecord,
     creds: CredentialsHandle,
     agent: Agent,
+    worker: Worker,
     manager: Option<Manager>,
     /// The cluster listener, serving what this node's role offers.
     server: Option<ClusterServer>,
@@ -129,23 +133,34 @@ impl Daemon {
         } else {
             None
         };
+        let drivers = self.drivers()?;
         let agent = Agent::start(
             AgentConfig {
                 advertise_addr: record.advertise_addr.clone(),
-                description: rswarm_agent::description::describe(
-                    &self.config.hostname,
-                    rswarm_agent::description::DRIVERS,
-                ),
+                description: self.description(&drivers),
                 managers: record.managers.clone(),
                 certs_dir: self.data.certs_dir(),
             },
             creds.clone(),
         );
+        let worker = Worker::start(WorkerConfig {
+            state_dir: self.data.worker_dir(),
+            creds: creds.clone(),
+            session: agent.status(),
+            drivers,
+        })
+        .map_err(|e| {
+            Status::internal(format!(
+                "cannot open the worker's state in {}: {e}",
+                self.data.worker_dir().display()
+            ))
+        })?;
         let watcher = tokio::spawn(watch_role(self.clone(), agent.status()));
         let mut active = Active {
             record,
             creds,
             agent,
+            worker,
             manager,
             server: None,
             watcher,
@@ -160,14 +175,32 @@ impl Daemon {
         if let Some(old) = active.server.take() {
             old.stop().await;
         }
-        let Some(routes) = active.manager.as_ref().map(Manager::routes) else {
-            return Ok(());
+        let agent = AgentServer::new(active.worker.service())
+            .max_decoding_message_size(rswarm_manager::limits::API_MESSAGE_SIZE_MAX);
+        let routes = match &active.manager {
+            Some(manager) => manager.routes().add_service(agent),
+            None => tonic::service::Routes::new(agent),
         };
         let server = ClusterServer::start(self.config.listen_addr, &active.creds, routes)
             .await
             .map_err(|e| Status::internal(format!("{e:#}")))?;
         active.server = Some(server);
         Ok(())
+    }
+
+    /// The task runtimes this node offers.
+    fn drivers(&self) -> Result<Drivers, Status> {
+        let shim = ShimCommand::current_exe().map_err(|e| {
+            Status::internal(format!("cannot find this executable to run shims: {e}"))
+        })?;
+        let process = ProcessRuntime::new(ProcessRuntimeConfig::new(self.data.worker_dir(), shim))
+            .map_err(|e| Status::internal(format!("cannot start the process driver: {e}")))?;
+        Ok(Drivers::new([Arc::new(process) as Arc<dyn Runtime>]))
+    }
+
+    /// What this node tells the managers about itself.
+    fn description(&self, drivers: &Drivers) -> rswarm_proto::NodeDescription {
+        rswarm_agent::description::describe(&self.config.hostname, &drivers.names())
     }
 
     async fn start_manager(
@@ -263,13 +296,20 @@ impl Daemon {
     async fn shutdown(&self) {
         let mut phase = self.phase.lock().await;
         if let Phase::Active(active) = std::mem::replace(&mut *phase, Phase::Inactive) {
-            deactivate(self, *active).await;
+            deactivate(self, *active, false).await;
         }
     }
 }
 
-async fn deactivate(daemon: &Daemon, active: Active) {
+/// Stops the node's cluster work. Its tasks keep running under their shims
+/// unless the node `leaving` the cluster, which stops and removes them.
+async fn deactivate(daemon: &Daemon, active: Active, leaving: bool) {
     active.watcher.abort();
+    if leaving {
+        active.worker.remove_all().await;
+    } else {
+        active.worker.stop().await;
+    }
     active.agent.stop().await;
     if let Some(server) = active.server {
         server.stop().await;
