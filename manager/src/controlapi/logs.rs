@@ -1,6 +1,6 @@
 //! `ServiceLogs`: gathers a service's (or one task's) logs from the nodes
-//! that ran its tasks. Any manager serves it from its own (ReadIndex-fresh)
-//! store; it dials each node's agent over mutual TLS, verifying the node's
+//! that ran its tasks. Any manager serves it from its own store (fresh
+//! through ReadIndex on the leader, at most a heartbeat behind elsewhere); it dials each node's agent over mutual TLS, verifying the node's
 //! own identity, and merges the streams.
 //!
 //! A node that cannot be reached becomes a warning in the stream, never a
@@ -116,7 +116,12 @@ pub async fn service_logs(
     ctx: Arc<ManagerContext>,
     req: ServiceLogsRequest,
 ) -> Result<LogStream, Status> {
-    let target = ctx.read(|s| resolve(s, &req.reference)).await??;
+    // A follower serves from its own store: logs need no linearizable read,
+    // and a log call must work on any manager.
+    if ctx.raft.is_leader() {
+        ctx.ensure_current().await?;
+    }
+    let target = ctx.store.read(|s| resolve(s, &req.reference))?;
     let options = req.options.unwrap_or_default();
     let (tx, rx) = mpsc::channel(LOG_STREAM_QUEUE_MAX);
     let span = info_span!("service_logs", reference = %req.reference, follow = options.follow);

@@ -305,16 +305,42 @@ impl Node {
             .collect()
     }
 
-    /// Kills the daemon and every task it started (each shim leads a
-    /// process group holding its task): a host that died.
+    /// Kills the daemon, the task shims and their tasks (each task leads
+    /// its own process group, a child of its shim): a host that died.
     pub fn kill9_with_tasks(&mut self) {
         self.kill9();
-        for pid in self.shim_pids() {
+        let shims = self.shim_pids();
+        let mut groups: Vec<u32> = shims.clone();
+        groups.extend(shims.iter().flat_map(|shim| children(*shim)));
+        for pid in groups {
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pid}")])
                 .status();
         }
     }
+}
+
+/// The children of process `parent`.
+fn children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
 }
 
 /// Every process as (pid, command line joined by spaces).
