@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use rswarm_integration::{Cluster, Node, processes, wait_until};
 use rswarm_proto::{Task, TaskState, UpdateState};
 
@@ -300,7 +300,7 @@ fn placement_rules_and_clear_refusals() -> Result<()> {
         code == 2 && err.contains("no suitable node"),
         "{code}: {err}"
     );
-    let ps = m1.ok(&["service", "ps", "nowhere"])?;
+    let ps = m1.ok(&["service", "ps", "--no-trunc", "nowhere"])?;
     ensure!(
         ps.contains("constraints"),
         "service ps does not say why:\n{ps}"
@@ -309,7 +309,7 @@ fn placement_rules_and_clear_refusals() -> Result<()> {
     let refusals: [(&[&str], &str); 4] = [
         (&["--replicas", "-1"], "replicas"),
         (&["--constraint", "node.labels.zone=a"], "constraint"),
-        (&["--mode", "global", "--replicas", "3"], "global"),
+        (&["--mode", "global", "--replicas", "3"], "replicated mode"),
         (&["--driver", "nope"], "driver"),
     ];
     for (flags, word) in refusals {
@@ -608,9 +608,15 @@ fn restarts_and_rolling_updates() -> Result<()> {
             c.report()
         )
     })?;
-    let state = update_state(c.node(survivor), "long")?;
-    if state != UpdateState::Completed {
-        bail!("update state after failover: {state:?}");
-    }
+    // COMPLETED comes once the last new task passed its monitor period.
+    wait_until(CONVERGE, || {
+        Ok(update_state(c.node(survivor), "long")? == UpdateState::Completed)
+    })
+    .with_context(|| {
+        format!(
+            "update state after failover: {:?}",
+            update_state(c.node(survivor), "long")
+        )
+    })?;
     Ok(())
 }
