@@ -62,6 +62,13 @@ pub const HEARTBEAT_PERIOD_MAX: Duration = Duration::from_secs(60);
 /// A node is Down after this many missed heartbeats.
 pub const HEARTBEATS_MISSED_MAX: u32 = 3;
 
+/// A node whose assignments stream broke is Down unless it heartbeats within
+/// this many periods: a live node beats within one period whatever happened
+/// to its stream, and a restarted daemon within a second or so, while a dead
+/// host is noticed in two periods instead of three (a network partition,
+/// which closes nothing, still takes three).
+pub const DISCONNECTED_BEATS_MAX: f64 = 2.0;
+
 /// Default lifetime of node certificates (SwarmKit's default).
 pub const NODE_CERT_EXPIRY_DEFAULT: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Shortest node certificate lifetime (SwarmKit's minimum).
