@@ -17,6 +17,7 @@ use rswarm_agent::runtime::{
     Attached, ExitStatus, ProcessRuntime, ProcessRuntimeConfig, Runtime, RuntimeError, ShimCommand,
     StopRequest,
 };
+use rswarm_agent::shim::records::{TaskPid, process_start_time, read_json};
 use rswarm_proto::{
     ContainerSpec, LogLine, LogStream, LogsOptions, Meta, ResourceRequirements, Resources, Task,
     TaskSpec, TaskState, TaskStatus,
@@ -67,16 +68,52 @@ impl Fixture {
     }
 }
 
+/// A failed test leaves nothing running and no cgroup behind: kills every
+/// task's process group (its shim then exits) and removes the cgroups.
 impl Drop for Fixture {
     fn drop(&mut self) {
-        for controller in ["memory", "pids", "cpu"] {
-            let _ = std::fs::remove_dir(
-                Path::new("/sys/fs/cgroup")
-                    .join(controller)
-                    .join(&self.cgroup_parent),
-            );
+        let tasks = std::fs::read_dir(self.state.path().join("tasks"))
+            .into_iter()
+            .flatten();
+        for task_dir in tasks.flatten() {
+            // Only a task that still runs: its pid has the recorded start time
+            // (an old pid may belong to someone else's process by now).
+            let record: Option<TaskPid> =
+                read_json(&task_dir.path().join("task.json")).ok().flatten();
+            let running = record.filter(|t| process_start_time(t.pid) == Some(t.start_time));
+            let pid = running
+                .and_then(|t| i32::try_from(t.pid).ok())
+                .and_then(rustix::process::Pid::from_raw);
+            if let Some(pid) = pid {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
         }
-        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&self.cgroup_parent));
+        let roots = ["memory", "pids", "cpu", ""].map(|c| Path::new("/sys/fs/cgroup").join(c));
+        for parent in roots.iter().map(|root| root.join(&self.cgroup_parent)) {
+            for cgroup in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                if cgroup.path().is_dir() {
+                    remove_cgroup(&cgroup.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+}
+
+fn remove_cgroup(dir: &Path) {
+    for _ in 0..50 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs
+            .lines()
+            .filter_map(|p| p.parse().ok())
+            .filter_map(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        if std::fs::remove_dir(dir).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
