@@ -644,3 +644,38 @@ async fn a_controller_drives_a_real_task_to_failed_and_another_to_shutdown() {
     assert_eq!(failed.err, "task exited with code 3");
     assert_eq!(finals["stops"].state, TaskState::Shutdown as i32);
 }
+
+#[tokio::test]
+async fn the_shim_answers_its_socket_and_refuses_garbage() {
+    // Goal: an operator (or a confused client) can talk to a shim without
+    // harming the task. Method: raw lines on the control socket.
+    use std::io::{BufRead, BufReader, Write};
+    let fixture = Fixture::new("socket");
+    let started = fixture
+        .runtime
+        .start(&task("talker", &["sleep", "60"]))
+        .await
+        .unwrap();
+    let socket = fixture.runtime.task_dir("talker").join("shim.sock");
+    let ask = |line: &str| {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        stream.write_all(line.as_bytes()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).unwrap();
+        answer
+    };
+    assert_eq!(ask("status\n"), format!("running {}\n", started.pid));
+    assert_eq!(ask("bogus request\n"), "error unknown request\n");
+    assert_eq!(ask("signal 0\n"), "error unknown signal 0\n");
+    assert_eq!(
+        fixture.runtime.attach("talker").await.unwrap(),
+        Attached::Running { pid: started.pid },
+        "the task is untouched"
+    );
+    let exit = fixture
+        .runtime
+        .stop("talker", StopRequest::KILL)
+        .await
+        .unwrap();
+    assert_eq!(exit, ExitStatus::Signal(9));
+}
