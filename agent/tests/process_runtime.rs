@@ -339,6 +339,7 @@ async fn specs_that_cannot_run_are_rejected_before_anything_starts() {
         !fixture.runtime.task_dir("nope").exists(),
         "nothing left behind"
     );
+    assert!(fixture.runtime.task_ids().await.unwrap().is_empty());
 }
 
 fn cgroup_file(fixture: &Fixture, controller: &str, task_id: &str, file: &str) -> String {
@@ -411,8 +412,10 @@ async fn memory_cpu_and_pids_limits_land_in_the_tasks_cgroups() {
         "the shim left the task's cgroup"
     );
 
+    assert_eq!(fixture.runtime.task_ids().await.unwrap(), ["limited"]);
     fixture.runtime.remove("limited").await.unwrap();
     assert!(!fixture.runtime.task_dir("limited").exists());
+    assert!(fixture.runtime.task_ids().await.unwrap().is_empty());
     let cgroup = Path::new("/sys/fs/cgroup/pids")
         .join(&fixture.cgroup_parent)
         .join("limited");
