@@ -173,6 +173,22 @@ impl TaskController {
     }
 }
 
+/// The REJECTED status of a task no controller can drive on this node
+/// (its driver is missing here, see `runtime::Drivers::for_task`).
+pub fn rejection(task_id: &str, error: &RuntimeError) -> TaskStatusUpdate {
+    TaskStatusUpdate {
+        task_id: task_id.to_string(),
+        status: Some(TaskStatus {
+            state: TaskState::Rejected as i32,
+            message: "rejected".to_string(),
+            err: error.to_string(),
+            timestamp_ms: now_ms(),
+            exit_code: None,
+            pid: 0,
+        }),
+    }
+}
+
 fn launch(
     task: Task,
     status: TaskStatus,

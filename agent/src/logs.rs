@@ -8,12 +8,14 @@
 //! has no newline, is at most `LOG_LINE_BYTES_MAX` bytes (longer output
 //! lines are split) and invalid UTF-8 is replaced (like Docker's json-file).
 //!
-//! Invariants: a record is written whole before it is flushed, except that
-//! a reader may see a record's first half while the writer is mid-write (it
-//! then waits for the rest); the writer rotates only between records; the
-//! timestamps in one file never go backwards (one writer stamps them as it
-//! reads). Owns no task state: the shim decides when to write, the runtime
-//! where the directory is.
+//! Invariants: the writer rotates only between records, after flushing; a
+//! reader may catch a record half written and then waits for the rest; the
+//! timestamps never go backwards within a stream (one writer stamps them as
+//! it reads). A follower keeps its open file across a rotation and then
+//! reads every file written after it, so it loses lines only when a whole
+//! file is written and rotated out between two of its looks
+//! (`LOG_FOLLOW_POLL`). Owns no task state: the shim decides when to write,
+//! the runtime where the directory is.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rswarm_agent::controller::{ControllerHandle, TaskController};
-use rswarm_agent::runtime::{ProcessRuntime, ProcessRuntimeConfig, Runtime, ShimCommand};
+use rswarm_agent::runtime::{
+    ProcessRuntime, ProcessRuntimeConfig, Runtime, ShimCommand, StopRequest,
+};
 use rswarm_proto::{ContainerSpec, Meta, Task, TaskSpec, TaskState, TaskStatus};
 
 const TASKS: usize = 100;
@@ -73,6 +75,7 @@ async fn a_hundred_running_tasks_cost_a_few_kb_each() {
     let warm = TaskController::spawn(sleeper(TASKS), runtime.clone(), tx.clone());
     wait_running(&mut rx, 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    print_latencies(runtime.as_ref()).await;
 
     let me = std::process::id();
     let rss_before = status_field(me, "VmRSS");
@@ -106,6 +109,37 @@ async fn a_hundred_running_tasks_cost_a_few_kb_each() {
     assert!(
         threads_after <= threads_before + THREADS_ADDED_MAX,
         "the agent went from {threads_before} to {threads_after} threads for {TASKS} tasks"
+    );
+}
+
+/// Sequential start (until the shim reports the task running) and stop
+/// (SIGTERM until the exit is recorded) of a `sleep`, as medians.
+async fn print_latencies(runtime: &dyn Runtime) {
+    const ROUNDS: usize = 11;
+    let mut starts = Vec::with_capacity(ROUNDS);
+    let mut stops = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let task = sleeper(1000 + round);
+        let id = task.meta.as_ref().unwrap().id.clone();
+        let began = Instant::now();
+        runtime.start(&task).await.unwrap();
+        starts.push(began.elapsed());
+        let began = Instant::now();
+        runtime
+            .stop(&id, StopRequest::for_task(&task))
+            .await
+            .unwrap();
+        stops.push(began.elapsed());
+        runtime.remove(&id).await.unwrap();
+    }
+    starts.sort();
+    stops.sort();
+    println!(
+        "one task: start median {:?} (min {:?}), stop median {:?} (min {:?}), {ROUNDS} rounds",
+        starts[ROUNDS / 2],
+        starts[0],
+        stops[ROUNDS / 2],
+        stops[0]
     );
 }
 

@@ -17,6 +17,7 @@ use rswarm_agent::runtime::{
     Attached, ExitStatus, ProcessRuntime, ProcessRuntimeConfig, Runtime, RuntimeError, ShimCommand,
     StopRequest,
 };
+use rswarm_agent::shim::records::{TaskPid, process_start_time, read_json};
 use rswarm_proto::{
     ContainerSpec, LogLine, LogStream, LogsOptions, Meta, ResourceRequirements, Resources, Task,
     TaskSpec, TaskState, TaskStatus,
@@ -67,16 +68,52 @@ impl Fixture {
     }
 }
 
+/// A failed test leaves nothing running and no cgroup behind: kills every
+/// task's process group (its shim then exits) and removes the cgroups.
 impl Drop for Fixture {
     fn drop(&mut self) {
-        for controller in ["memory", "pids", "cpu"] {
-            let _ = std::fs::remove_dir(
-                Path::new("/sys/fs/cgroup")
-                    .join(controller)
-                    .join(&self.cgroup_parent),
-            );
+        let tasks = std::fs::read_dir(self.state.path().join("tasks"))
+            .into_iter()
+            .flatten();
+        for task_dir in tasks.flatten() {
+            // Only a task that still runs: its pid has the recorded start time
+            // (an old pid may belong to someone else's process by now).
+            let record: Option<TaskPid> =
+                read_json(&task_dir.path().join("task.json")).ok().flatten();
+            let running = record.filter(|t| process_start_time(t.pid) == Some(t.start_time));
+            let pid = running
+                .and_then(|t| i32::try_from(t.pid).ok())
+                .and_then(rustix::process::Pid::from_raw);
+            if let Some(pid) = pid {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
         }
-        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&self.cgroup_parent));
+        let roots = ["memory", "pids", "cpu", ""].map(|c| Path::new("/sys/fs/cgroup").join(c));
+        for parent in roots.iter().map(|root| root.join(&self.cgroup_parent)) {
+            for cgroup in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                if cgroup.path().is_dir() {
+                    remove_cgroup(&cgroup.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+}
+
+fn remove_cgroup(dir: &Path) {
+    for _ in 0..50 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs
+            .lines()
+            .filter_map(|p| p.parse().ok())
+            .filter_map(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        if std::fs::remove_dir(dir).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -302,6 +339,7 @@ async fn specs_that_cannot_run_are_rejected_before_anything_starts() {
         !fixture.runtime.task_dir("nope").exists(),
         "nothing left behind"
     );
+    assert!(fixture.runtime.task_ids().await.unwrap().is_empty());
 }
 
 fn cgroup_file(fixture: &Fixture, controller: &str, task_id: &str, file: &str) -> String {
@@ -374,8 +412,10 @@ async fn memory_cpu_and_pids_limits_land_in_the_tasks_cgroups() {
         "the shim left the task's cgroup"
     );
 
+    assert_eq!(fixture.runtime.task_ids().await.unwrap(), ["limited"]);
     fixture.runtime.remove("limited").await.unwrap();
     assert!(!fixture.runtime.task_dir("limited").exists());
+    assert!(fixture.runtime.task_ids().await.unwrap().is_empty());
     let cgroup = Path::new("/sys/fs/cgroup/pids")
         .join(&fixture.cgroup_parent)
         .join("limited");
@@ -606,4 +646,39 @@ async fn a_controller_drives_a_real_task_to_failed_and_another_to_shutdown() {
     assert_eq!(failed.exit_code, Some(3));
     assert_eq!(failed.err, "task exited with code 3");
     assert_eq!(finals["stops"].state, TaskState::Shutdown as i32);
+}
+
+#[tokio::test]
+async fn the_shim_answers_its_socket_and_refuses_garbage() {
+    // Goal: an operator (or a confused client) can talk to a shim without
+    // harming the task. Method: raw lines on the control socket.
+    use std::io::{BufRead, BufReader, Write};
+    let fixture = Fixture::new("socket");
+    let started = fixture
+        .runtime
+        .start(&task("talker", &["sleep", "60"]))
+        .await
+        .unwrap();
+    let socket = fixture.runtime.task_dir("talker").join("shim.sock");
+    let ask = |line: &str| {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        stream.write_all(line.as_bytes()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).unwrap();
+        answer
+    };
+    assert_eq!(ask("status\n"), format!("running {}\n", started.pid));
+    assert_eq!(ask("bogus request\n"), "error unknown request\n");
+    assert_eq!(ask("signal 0\n"), "error unknown signal 0\n");
+    assert_eq!(
+        fixture.runtime.attach("talker").await.unwrap(),
+        Attached::Running { pid: started.pid },
+        "the task is untouched"
+    );
+    let exit = fixture
+        .runtime
+        .stop("talker", StopRequest::KILL)
+        .await
+        .unwrap();
+    assert_eq!(exit, ExitStatus::Signal(9));
 }

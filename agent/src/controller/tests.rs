@@ -144,6 +144,9 @@ impl Runtime for ScriptedRuntime {
         self.record("remove".into());
         Ok(())
     }
+    async fn task_ids(&self) -> Result<Vec<String>, RuntimeError> {
+        Ok(vec!["task1".into()])
+    }
     async fn logs(&self, _: &str, _: LogsOptions) -> Result<LogLineStream, RuntimeError> {
         Ok(Box::pin(futures::stream::empty()))
     }
@@ -423,5 +426,21 @@ async fn shutting_the_controller_down_leaves_the_task_running() {
     assert!(
         rx.recv().await.is_none(),
         "the controller dropped its sender"
+    );
+}
+
+#[test]
+fn a_task_without_a_driver_is_rejected_with_the_reason() {
+    let error = RuntimeError::UnknownDriver {
+        driver: "container".into(),
+        available: "process".into(),
+    };
+    let update = rejection("task1", &error);
+    let status = update.status.unwrap();
+    assert_eq!(status.state, TaskState::Rejected as i32);
+    assert!(
+        status.err.contains("driver \"container\" is not available"),
+        "{}",
+        status.err
     );
 }

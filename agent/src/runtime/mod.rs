@@ -268,6 +268,11 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     /// cgroups, logs).
     async fn remove(&self, task_id: &str) -> Result<(), RuntimeError>;
 
+    /// The tasks this runtime has anything of on the node (running, ended
+    /// or not yet removed), sorted: lets a restarted agent remove what is
+    /// no longer assigned to it.
+    async fn task_ids(&self) -> Result<Vec<String>, RuntimeError>;
+
     /// The task's log lines, as `options` ask (tail, since, follow).
     async fn logs(
         &self,

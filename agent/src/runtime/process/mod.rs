@@ -125,20 +125,6 @@ impl ProcessRuntime {
         self.tasks_dir.join(task_id)
     }
 
-    /// The ids of the tasks that have a directory here (running, ended, or
-    /// not yet removed), for a daemon that lost its own records.
-    pub fn task_ids(&self) -> io::Result<Vec<String>> {
-        let mut ids = Vec::new();
-        for entry in std::fs::read_dir(&self.tasks_dir)? {
-            let name = entry?.file_name();
-            if let Some(id) = name.to_str().filter(|id| check_task_id(id).is_ok()) {
-                ids.push(id.to_string());
-            }
-        }
-        ids.sort();
-        Ok(ids)
-    }
-
     /// The task's directory, after checking its id.
     fn existing_dir(&self, task_id: &str) -> Result<PathBuf, RuntimeError> {
         check_task_id(task_id)?;
@@ -452,6 +438,19 @@ impl Runtime for ProcessRuntime {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(task_dir_error(&dir, e)),
         }
+    }
+
+    async fn task_ids(&self) -> Result<Vec<String>, RuntimeError> {
+        let listing_error = |source| task_dir_error(&self.tasks_dir, source);
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.tasks_dir).map_err(listing_error)? {
+            let name = entry.map_err(listing_error)?.file_name();
+            if let Some(id) = name.to_str().filter(|id| check_task_id(id).is_ok()) {
+                ids.push(id.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
     }
 
     async fn logs(
