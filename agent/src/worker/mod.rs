@@ -235,22 +235,11 @@ impl WorkerLoop {
         let runtime = match self.shared.drivers.for_task(task) {
             Ok(runtime) => runtime,
             Err(e) => {
-                let id = task.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
-                let status = rswarm_proto::TaskStatus {
-                    state: TaskState::Rejected as i32,
-                    message: "rejected".to_owned(),
-                    err: e.to_string(),
-                    timestamp_ms: crate::controller::now_ms(),
-                    ..Default::default()
-                };
+                let id = task.meta.as_ref().map_or("", |m| m.id.as_str());
+                let update = crate::controller::rejection(id, &e);
                 let tx = self.updates_tx.clone();
                 tokio::spawn(async move {
-                    let _ = tx
-                        .send(TaskStatusUpdate {
-                            task_id: id,
-                            status: Some(status),
-                        })
-                        .await;
+                    let _ = tx.send(update).await;
                 });
                 return None;
             }

@@ -89,17 +89,6 @@ struct DaemonArgs {
     log_format: String,
 }
 
-impl Cli {
-    /// The task directory when this process is a task's shim: the shim runs
-    /// without the async runtime (no worker threads) to stay small.
-    pub fn shim_task_dir(&self) -> Option<&std::path::Path> {
-        match &self.command {
-            Command::Shim { task_dir } => Some(task_dir),
-            _ => None,
-        }
-    }
-}
-
 /// Runs a parsed command; returns the exit code.
 pub async fn run(cli: Cli) -> Result<u8> {
     let host = cli.host;
@@ -116,7 +105,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Version => cluster::version(&host).await,
         Command::Node(cmd) => node::run(&connect()?, cmd).await,
         Command::Bench(cmd) => bench::run(&connect()?, cmd).await,
-        // Handled by `shim_task_dir` before any runtime starts.
+        // `main` runs shims before parsing; this arm serves odd spellings
+        // such as `rswarm -H x shim DIR`.
         Command::Shim { task_dir } => return Ok(rswarm_agent::shim::run(&task_dir)),
     }
     .map(|()| 0)
