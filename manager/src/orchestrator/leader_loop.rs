@@ -291,11 +291,25 @@ impl Term {
         }
         let store = self.store.clone();
         let now = now_ms();
+        let planning = Instant::now();
         let (plans, more) = store.read(|s| self.plan(s, now));
+        let planned = planning.elapsed();
         if plans.is_empty() {
             return Ok(more);
         }
+        let actions: usize = plans.iter().map(|(_, c)| c.len()).sum();
+        let proposing = Instant::now();
         self.propose(plans).await?;
+        debug!(
+            actions,
+            plan_ms = planned.as_millis() as u64,
+            propose_ms = proposing.elapsed().as_millis() as u64,
+            "orchestrators: pass"
+        );
+        eprintln!(
+            "pass actions={actions} plan={planned:?} propose={:?}",
+            proposing.elapsed()
+        );
         Ok(more)
     }
 

@@ -1,6 +1,8 @@
 //! Tests of the orchestrators.
 
 mod global;
+mod harness;
+mod loops;
 mod replicated;
 mod update;
 mod world;
