@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use rswarm_proto::object::Kind;
 use rswarm_proto::{ActionKind, Proposal, StoreEvent, Task, TaskState};
 use tokio::time::Instant;
@@ -24,10 +24,10 @@ use tracing::{debug, info, warn};
 
 use super::limits::{
     DEBOUNCE_MAX, DEBOUNCE_QUIET, FAILED_PASS_BACKOFF, LEADERSHIP_POLL, PASS_ACTIONS_MAX,
-    PROPOSAL_ACTIONS_MAX, UPDATERS_MAX,
+    PROPOSAL_ACTIONS_MAX, PROPOSALS_IN_FLIGHT_MAX, UPDATERS_MAX,
 };
 use super::nodes::is_usable;
-use super::plan::into_chunks;
+use super::plan::{Chunk, into_chunks, split_service_writes};
 use super::rebalance::auto_rebalance;
 use super::reconcile::{Ctx, ServiceMemory, reconcile_service};
 use super::task::{has_ended, is_global, is_runnable, service_id};
@@ -438,41 +438,67 @@ impl Term {
         Ok(())
     }
 
-    /// Proposes the changes in batches, in order. A refused batch (a
-    /// concurrent change) marks its services dirty for the next pass and
-    /// makes the later batches of those services wait for it too.
+    /// Proposes the changes: first every task change, in batches, a few in
+    /// flight at once; then the service writes of the services whose task
+    /// changes all landed (a service's status never runs ahead of its
+    /// tasks). A refused batch (a concurrent change) marks its services
+    /// dirty, to be planned again from the new state.
     async fn propose(&mut self, plans: Vec<(String, Changes)>) -> Result<(), NotLeading> {
-        let mut failed: HashSet<String> = HashSet::new();
-        let mut sick = false;
-        for chunk in into_chunks(plans) {
-            if chunk.services.iter().any(|s| failed.contains(s)) {
-                failed.extend(chunk.services);
-                continue;
-            }
-            let proposal = Proposal {
-                actions: chunk.actions,
-                timestamp_ms: now_ms(),
-            };
-            match self.raft.propose(proposal).await {
-                Ok(_) => {}
-                Err(RaftNodeError::NotLeader { .. }) => return Err(NotLeading),
-                Err(RaftNodeError::Rejected(e)) => {
-                    debug!("orchestrators: batch refused, planning again: {e}");
-                    failed.extend(chunk.services);
-                }
-                Err(e) => {
-                    warn!("orchestrators: batch not written, planning again: {e}");
-                    failed.extend(chunk.services);
-                    sick = true;
-                }
-            }
+        let (task_changes, service_writes) = split_service_writes(plans);
+        let mut outcome = propose_chunks(&self.raft, into_chunks(task_changes)).await?;
+        let writes: Vec<(String, Changes)> = service_writes
+            .into_iter()
+            .filter(|(id, _)| !outcome.failed.contains(id))
+            .collect();
+        let second = propose_chunks(&self.raft, into_chunks(writes)).await?;
+        outcome.failed.extend(second.failed);
+        if !outcome.failed.is_empty() {
+            self.dirty.services.extend(outcome.failed);
         }
-        if !failed.is_empty() {
-            self.dirty.services.extend(failed);
-        }
-        if sick {
+        if outcome.sick || second.sick {
             tokio::time::sleep(FAILED_PASS_BACKOFF).await;
         }
         Ok(())
     }
+}
+
+/// What became of a set of proposals.
+#[derive(Debug, Default)]
+struct Proposed {
+    /// Services with a refused or lost batch.
+    failed: HashSet<String>,
+    /// A batch failed for a reason other than a conflict.
+    sick: bool,
+}
+
+/// Proposes the chunks, [`PROPOSALS_IN_FLIGHT_MAX`] at a time.
+async fn propose_chunks(raft: &RaftNode, chunks: Vec<Chunk>) -> Result<Proposed, NotLeading> {
+    let mut results = futures::stream::iter(chunks.into_iter().map(|chunk| {
+        let raft = raft.clone();
+        async move {
+            let proposal = Proposal {
+                actions: chunk.actions,
+                timestamp_ms: now_ms(),
+            };
+            (chunk.services, raft.propose(proposal).await)
+        }
+    }))
+    .buffered(PROPOSALS_IN_FLIGHT_MAX);
+    let mut outcome = Proposed::default();
+    while let Some((services, result)) = results.next().await {
+        match result {
+            Ok(_) => {}
+            Err(RaftNodeError::NotLeader { .. }) => return Err(NotLeading),
+            Err(RaftNodeError::Rejected(e)) => {
+                debug!("orchestrators: batch refused, planning again: {e}");
+                outcome.failed.extend(services);
+            }
+            Err(e) => {
+                warn!("orchestrators: batch not written, planning again: {e}");
+                outcome.failed.extend(services);
+                outcome.sick = true;
+            }
+        }
+    }
+    Ok(outcome)
 }

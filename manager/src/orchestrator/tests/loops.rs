@@ -13,7 +13,7 @@ use rswarm_proto::{
     UpdateState, service_spec::Mode,
 };
 
-use super::harness::{TestCluster, bounded};
+use super::harness::{TestCluster, bounded, ready_node};
 use super::world::{FAILING_IMAGE, image_of, replicated};
 use crate::orchestrator::task::{is_runnable, is_running, observed, task_id};
 use crate::store::StoreState;
@@ -448,6 +448,52 @@ async fn a_hundred_thousand_replicas_are_created_in_seconds() {
             cluster.read(|s| s.tasks().map(|t| t.slot).collect());
         assert_eq!(slots.len(), 100_000, "one task per slot");
         assert_eq!(slots.last().copied(), Some(100_000));
+        cluster.shutdown().await;
+    })
+    .await;
+}
+
+/// Goal: with `rebalance` set, a service spreads out when nodes join.
+/// Method: 6 replicas on the only node; two nodes join; wait for 2/2/2 and
+/// for the automatic request to be recorded as answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_nodes_get_a_share_of_an_opted_in_service() {
+    bounded(async {
+        let cluster = TestCluster::start(&["n1"], 5, true).await;
+        let mut service = replicated("web", 6, "v1");
+        let spec = service.spec.as_mut().unwrap();
+        spec.rebalance = true;
+        spec.update = Some(UpdateConfig {
+            parallelism: Some(2),
+            monitor_ms: Some(0),
+            order: UpdateOrder::StartFirst as i32,
+            ..UpdateConfig::default()
+        });
+        cluster.create_service(service).await;
+        cluster
+            .wait_for("6 running", |s| running(s, "web") == 6)
+            .await;
+        cluster
+            .propose(vec![
+                crate::manager::action(ActionKind::Create, Kind::Node(ready_node("n2"))),
+                crate::manager::action(ActionKind::Create, Kind::Node(ready_node("n3"))),
+            ])
+            .await;
+        cluster
+            .wait_for("2 running on each node, request answered", |s| {
+                let on = |n: &str| {
+                    s.tasks_on_node(n)
+                        .filter(|t| is_runnable(t) && is_running(t))
+                        .count()
+                };
+                let svc = s.service("web").unwrap();
+                on("n1") == 2
+                    && on("n2") == 2
+                    && on("n3") == 2
+                    && svc.rebalance_requested >= 1
+                    && svc.rebalanced == svc.rebalance_requested
+            })
+            .await;
         cluster.shutdown().await;
     })
     .await;

@@ -3,6 +3,7 @@
 mod global;
 mod harness;
 mod loops;
+mod rebalance;
 mod replicated;
 mod update;
 mod world;
