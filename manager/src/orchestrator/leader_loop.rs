@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use rswarm_proto::object::Kind;
-use rswarm_proto::{ActionKind, Proposal, StoreEvent, Task, TaskState};
+use rswarm_proto::{ActionKind, ClusterSpec, Proposal, StoreEvent, Task, TaskState};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -27,9 +27,9 @@ use super::limits::{
     PROPOSAL_ACTIONS_MAX, PROPOSALS_IN_FLIGHT_MAX, UPDATERS_MAX,
 };
 use super::nodes::is_usable;
-use super::plan::{Chunk, into_chunks, split_service_writes};
+use super::plan::{Chunk, ServiceChanges, into_chunks, split_service_writes};
 use super::rebalance::auto_rebalance;
-use super::reconcile::{Ctx, ServiceMemory, reconcile_service};
+use super::reconcile::{Ctx, ServiceMemory, Signals, reconcile_service};
 use super::task::{has_ended, is_global, is_runnable, service_id};
 use super::work::Changes;
 use crate::limits::TASK_HISTORY_DEFAULT;
@@ -125,6 +125,30 @@ struct Term {
     node_usable: HashMap<String, bool>,
     /// The watch ended; make a new one before the next pass.
     watch_lost: bool,
+    /// The cluster settings the last full pass used.
+    settings: Option<ClusterSettings>,
+}
+
+/// The cluster settings the orchestrators read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClusterSettings {
+    task_history_limit: u32,
+    auto_rebalance: bool,
+}
+
+impl ClusterSettings {
+    fn of(spec: Option<&ClusterSpec>) -> Self {
+        Self {
+            task_history_limit: spec.map_or(TASK_HISTORY_DEFAULT, |s| s.task_history_limit),
+            auto_rebalance: spec.is_some_and(|s| s.auto_rebalance),
+        }
+    }
+}
+
+/// Old tasks kept per slot: the cluster setting (5 when there is no
+/// cluster object yet).
+fn history_limit_of(s: &StoreState) -> usize {
+    ClusterSettings::of(s.cluster().and_then(|c| c.spec.as_ref())).task_history_limit as usize
 }
 
 impl Term {
@@ -142,6 +166,7 @@ impl Term {
             timers: Timers::default(),
             node_usable: HashMap::new(),
             watch_lost: false,
+            settings: None,
         }
     }
 
@@ -253,34 +278,45 @@ impl Term {
             Some(Kind::Node(n)) => {
                 let id = n.meta.as_ref().map_or("", |m| m.id.as_str()).to_owned();
                 let usable = !deleted && is_usable(n);
-                let was = self.node_usable.insert(id.clone(), usable);
+                let was = if deleted {
+                    self.node_usable.remove(&id)
+                } else {
+                    self.node_usable.insert(id.clone(), usable)
+                };
                 if usable && was != Some(true) {
                     self.dirty.node_joined = true;
                 }
                 self.dirty.nodes.insert(id);
             }
-            Some(Kind::Cluster(_)) => self.dirty.all = true,
+            Some(Kind::Cluster(c)) => {
+                // Only the settings the orchestrators read call for a full pass.
+                let settings = ClusterSettings::of(c.spec.as_ref());
+                if self.settings != Some(settings) {
+                    self.settings = Some(settings);
+                    self.dirty.all = true;
+                }
+            }
             _ => {}
         }
     }
 
-    /// Whether a task event can call for a decision. The common case — a
-    /// task moving towards RUNNING in a service nobody updates — does not.
     fn task_matters(&self, task: &Task, deleted: bool) -> bool {
-        if deleted {
-            return is_runnable(task);
-        }
-        has_ended(task)
-            || task.desired_state() == TaskState::Ready
-            || self.attentive.contains(&task.service_id)
+        task_matters(task, deleted, self.attentive.contains(&task.service_id))
     }
 
+    /// Starts a term knowing the nodes and cluster settings, so that only
+    /// later changes count as joins or setting changes.
     fn remember_nodes(&mut self) {
-        self.node_usable = self.store.read(|s| {
-            s.nodes()
+        let (nodes, settings) = self.store.read(|s| {
+            let nodes = s
+                .nodes()
                 .filter_map(|n| Some((n.meta.as_ref()?.id.clone(), is_usable(n))))
-                .collect()
+                .collect();
+            let settings = ClusterSettings::of(s.cluster().and_then(|c| c.spec.as_ref()));
+            (nodes, settings)
         });
+        self.node_usable = nodes;
+        self.settings = Some(settings);
     }
 
     /// Plans every dirty service and proposes the changes. Returns whether
@@ -289,10 +325,8 @@ impl Term {
         if std::mem::take(&mut self.dirty.node_joined) {
             self.request_auto_rebalance().await?;
         }
-        let store = self.store.clone();
-        let now = now_ms();
         let planning = Instant::now();
-        let (plans, more) = store.read(|s| self.plan(s, now));
+        let (plans, more) = self.plan(now_ms());
         let planned = planning.elapsed();
         if plans.is_empty() {
             return Ok(more);
@@ -306,20 +340,18 @@ impl Term {
             propose_ms = proposing.elapsed().as_millis() as u64,
             "orchestrators: pass"
         );
-        eprintln!(
-            "pass actions={actions} plan={planned:?} propose={:?}",
-            proposing.elapsed()
-        );
         Ok(more)
     }
 
-    /// The pure part of a pass, under the store's read lock.
-    fn plan(&mut self, s: &StoreState, now: i64) -> (Vec<(String, Changes)>, bool) {
-        self.expand_dirty(s);
-        let history_limit =
-            s.cluster()
-                .and_then(|c| c.spec.as_ref())
-                .map_or(TASK_HISTORY_DEFAULT, |spec| spec.task_history_limit) as usize;
+    /// The pure part of a pass: plans each dirty service on a snapshot of
+    /// the store (the read lock is taken per service, so the state machine
+    /// is never held back by more than one service's planning).
+    fn plan(&mut self, now: i64) -> (ServiceChanges, bool) {
+        let store = self.store.clone();
+        let history_limit = store.read(|s| {
+            self.expand_dirty(s);
+            history_limit_of(s)
+        });
         let mut updaters = self.memory.values().filter(|m| m.is_updating()).count();
         let mut budget = PASS_ACTIONS_MAX;
         let mut plans = Vec::new();
@@ -330,15 +362,19 @@ impl Term {
                 more = true;
                 continue;
             }
-            let ctx = Ctx {
-                state: s,
-                now_ms: now,
-                history_limit,
-                may_start_update: updaters < UPDATERS_MAX,
-            };
             let mem = self.memory.entry(id.clone()).or_default();
             let was_updating = mem.is_updating();
-            let outcome = reconcile_service(&ctx, &id, mem, budget);
+            let (outcome, gone) = store.read(|s| {
+                let ctx = Ctx {
+                    state: s,
+                    now_ms: now,
+                    history_limit,
+                    may_start_update: updaters < UPDATERS_MAX,
+                };
+                let outcome = reconcile_service(&ctx, &id, mem, budget);
+                let gone = s.service(&id).is_none() && s.tasks_of_service(&id).next().is_none();
+                (outcome, gone)
+            });
             match (was_updating, mem.is_updating()) {
                 (false, true) => updaters += 1,
                 (true, false) => updaters = updaters.saturating_sub(1),
@@ -349,12 +385,7 @@ impl Term {
                 self.dirty.services.insert(id.clone());
                 more = true;
             }
-            self.follow(
-                &id,
-                s,
-                outcome.signals.attentive,
-                outcome.signals.wake_at_ms,
-            );
+            self.follow(&id, &outcome.signals, gone);
             if !outcome.changes.is_empty() {
                 plans.push((id, outcome.changes));
             }
@@ -394,16 +425,17 @@ impl Term {
     }
 
     /// Keeps the attention set, timers and memory in step with a pass.
-    fn follow(&mut self, id: &str, s: &StoreState, attentive: bool, wake_at_ms: Option<i64>) {
-        if attentive {
+    fn follow(&mut self, id: &str, signals: &Signals, gone: bool) {
+        if signals.attentive {
             self.attentive.insert(id.to_owned());
         } else {
             self.attentive.remove(id);
         }
-        self.timers.set(id, wake_at_ms);
-        let gone = s.service(id).is_none() && s.tasks_of_service(id).next().is_none();
+        self.timers.set(id, signals.wake_at_ms);
         if gone {
             self.memory.remove(id);
+            self.attentive.remove(id);
+            self.timers.set(id, None);
         }
     }
 
@@ -462,6 +494,17 @@ impl Term {
     }
 }
 
+/// Whether a task event can call for a decision: a runnable task deleted,
+/// a task that ended, a held task, or any task of a service under update
+/// (`attentive`). The common case — a task moving towards RUNNING in a
+/// service nobody updates — does not.
+fn task_matters(task: &Task, deleted: bool, attentive: bool) -> bool {
+    if deleted {
+        return is_runnable(task);
+    }
+    has_ended(task) || task.desired_state() == TaskState::Ready || attentive
+}
+
 /// What became of a set of proposals.
 #[derive(Debug, Default)]
 struct Proposed {
@@ -501,4 +544,70 @@ async fn propose_chunks(raft: &RaftNode, chunks: Vec<Chunk>) -> Result<Proposed,
         }
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use rswarm_proto::TaskStatus;
+
+    use super::*;
+
+    fn task(desired: TaskState, observed: TaskState) -> Task {
+        let mut status = TaskStatus::default();
+        status.set_state(observed);
+        let mut task = Task {
+            status: Some(status),
+            ..Task::default()
+        };
+        task.set_desired_state(desired);
+        task
+    }
+
+    #[test]
+    fn only_events_that_can_call_for_a_decision_matter() {
+        use TaskState as S;
+        assert!(
+            !task_matters(&task(S::Running, S::Assigned), false, false),
+            "progress"
+        );
+        assert!(!task_matters(&task(S::Running, S::Running), false, false));
+        assert!(
+            task_matters(&task(S::Running, S::Running), false, true),
+            "under update"
+        );
+        assert!(
+            task_matters(&task(S::Running, S::Failed), false, false),
+            "ended"
+        );
+        assert!(
+            task_matters(&task(S::Shutdown, S::Shutdown), false, false),
+            "history"
+        );
+        assert!(
+            task_matters(&task(S::Ready, S::Pending), false, false),
+            "held"
+        );
+        assert!(
+            task_matters(&task(S::Running, S::Running), true, false),
+            "lost a slot"
+        );
+        assert!(
+            !task_matters(&task(S::Shutdown, S::Shutdown), true, false),
+            "reaped"
+        );
+    }
+
+    #[test]
+    fn timers_keep_one_wake_up_per_service_and_hand_out_due_ones() {
+        let mut timers = Timers::default();
+        timers.set("a", Some(300));
+        timers.set("b", Some(100));
+        timers.set("a", Some(200));
+        assert_eq!(timers.next_ms(), Some(100));
+        assert_eq!(timers.take_due(150), vec!["b".to_owned()]);
+        assert_eq!(timers.take_due(150), Vec::<String>::new());
+        timers.set("a", None);
+        assert_eq!(timers.next_ms(), None);
+        assert!(timers.by_service.is_empty());
+    }
 }

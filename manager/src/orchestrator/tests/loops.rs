@@ -498,3 +498,37 @@ async fn joining_nodes_get_a_share_of_an_opted_in_service() {
     })
     .await;
 }
+
+/// Goal: changes made while no orchestrator ran are reconciled by the next
+/// leader. Method: stop the orchestrators; create a service and take a node
+/// down; start them again; the service gets its tasks, off the Down node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_reconciles_what_happened_before_it() {
+    bounded(async {
+        let mut cluster = TestCluster::start(&["n1", "n2"], 5, true).await;
+        cluster.create_service(replicated("old", 2, "v1")).await;
+        cluster
+            .wait_for("2 running", |s| running(s, "old") == 2)
+            .await;
+        cluster.stop_orchestrators().await;
+        cluster.create_service(replicated("web", 3, "v1")).await;
+        cluster
+            .set_node("n1", NodeState::Down, NodeAvailability::Active)
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(cluster.read(|s| s.tasks_of_service("web").count()), 0);
+        cluster.start_orchestrators();
+        cluster
+            .wait_for("both services running on n2", |s| {
+                let on_n2 = |svc: &str| {
+                    s.tasks_of_service(svc)
+                        .filter(|t| is_runnable(t) && is_running(t) && t.node_id == "n2")
+                        .count()
+                };
+                on_n2("web") == 3 && on_n2("old") == 2
+            })
+            .await;
+        cluster.shutdown().await;
+    })
+    .await;
+}
