@@ -532,9 +532,16 @@ async fn propose_chunks(raft: &RaftNode, chunks: Vec<Chunk>) -> Result<Proposed,
         match result {
             Ok(_) => {}
             Err(RaftNodeError::NotLeader { .. }) => return Err(NotLeading),
-            Err(RaftNodeError::Rejected(e)) => {
-                debug!("orchestrators: batch refused, planning again: {e}");
+            Err(RaftNodeError::Rejected(e @ StoreError::Conflict { .. })) => {
+                debug!("orchestrators: batch met a concurrent change, planning again: {e}");
                 outcome.failed.extend(services);
+            }
+            Err(RaftNodeError::Rejected(e)) => {
+                // Not a race: a plan the store refuses is our bug; say so
+                // and slow down rather than propose it in a tight loop.
+                warn!("orchestrators: the store refused a batch, planning again: {e}");
+                outcome.failed.extend(services);
+                outcome.sick = true;
             }
             Err(e) => {
                 warn!("orchestrators: batch not written, planning again: {e}");
