@@ -20,8 +20,8 @@ pub fn shut_down_on_unfit_nodes(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>) {
     let Some(service) = work.service().cloned() else {
         return;
     };
-    for key in work.keys() {
-        let SlotKey::Node(node_id) = &key else {
+    for slot in work.slot_ids() {
+        let SlotKey::Node(node_id) = work.key(slot) else {
             continue;
         };
         let keeps = ctx
@@ -31,9 +31,9 @@ pub fn shut_down_on_unfit_nodes(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>) {
         if keeps {
             continue;
         }
-        let runnable: Vec<usize> = work.runnable(&key).map(|(i, _)| i).collect();
+        let runnable: Vec<usize> = work.runnable(slot).map(|(i, _)| i).collect();
         for index in runnable {
-            work.set_desired(&key, index, TaskState::Shutdown);
+            work.set_desired(slot, index, TaskState::Shutdown);
         }
     }
 }
@@ -50,7 +50,9 @@ pub fn fill_nodes(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>, mem: &ServiceMemory
         }
         let node_id = node.meta.as_ref().map_or("", |m| m.id.as_str());
         let key = SlotKey::Node(node_id.to_owned());
-        if work.is_occupied(&key) || is_held_empty(work, mem, &key) {
+        if let Some(slot) = work.find(&key)
+            && (work.is_occupied(slot) || is_held_empty(work, mem, slot))
+        {
             continue;
         }
         let task = new_task(&service, 0, node_id, TaskState::Running, ctx.now_ms);

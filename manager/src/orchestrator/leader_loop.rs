@@ -15,21 +15,21 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use rswarm_proto::object::Kind;
-use rswarm_proto::{ActionKind, Proposal, StoreEvent, Task, TaskState};
+use rswarm_proto::{ActionKind, ClusterSpec, Proposal, StoreEvent, Task, TaskState};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::limits::{
     DEBOUNCE_MAX, DEBOUNCE_QUIET, FAILED_PASS_BACKOFF, LEADERSHIP_POLL, PASS_ACTIONS_MAX,
-    PROPOSAL_ACTIONS_MAX, UPDATERS_MAX,
+    PROPOSAL_ACTIONS_MAX, PROPOSALS_IN_FLIGHT_MAX, UPDATERS_MAX,
 };
 use super::nodes::is_usable;
-use super::plan::into_chunks;
+use super::plan::{Chunk, ServiceChanges, into_chunks, split_service_writes};
 use super::rebalance::auto_rebalance;
-use super::reconcile::{Ctx, ServiceMemory, reconcile_service};
+use super::reconcile::{Ctx, ServiceMemory, Signals, reconcile_service};
 use super::task::{has_ended, is_global, is_runnable, service_id};
 use super::work::Changes;
 use crate::limits::TASK_HISTORY_DEFAULT;
@@ -125,6 +125,30 @@ struct Term {
     node_usable: HashMap<String, bool>,
     /// The watch ended; make a new one before the next pass.
     watch_lost: bool,
+    /// The cluster settings the last full pass used.
+    settings: Option<ClusterSettings>,
+}
+
+/// The cluster settings the orchestrators read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClusterSettings {
+    task_history_limit: u32,
+    auto_rebalance: bool,
+}
+
+impl ClusterSettings {
+    fn of(spec: Option<&ClusterSpec>) -> Self {
+        Self {
+            task_history_limit: spec.map_or(TASK_HISTORY_DEFAULT, |s| s.task_history_limit),
+            auto_rebalance: spec.is_some_and(|s| s.auto_rebalance),
+        }
+    }
+}
+
+/// Old tasks kept per slot: the cluster setting (5 when there is no
+/// cluster object yet).
+fn history_limit_of(s: &StoreState) -> usize {
+    ClusterSettings::of(s.cluster().and_then(|c| c.spec.as_ref())).task_history_limit as usize
 }
 
 impl Term {
@@ -142,6 +166,7 @@ impl Term {
             timers: Timers::default(),
             node_usable: HashMap::new(),
             watch_lost: false,
+            settings: None,
         }
     }
 
@@ -253,34 +278,45 @@ impl Term {
             Some(Kind::Node(n)) => {
                 let id = n.meta.as_ref().map_or("", |m| m.id.as_str()).to_owned();
                 let usable = !deleted && is_usable(n);
-                let was = self.node_usable.insert(id.clone(), usable);
+                let was = if deleted {
+                    self.node_usable.remove(&id)
+                } else {
+                    self.node_usable.insert(id.clone(), usable)
+                };
                 if usable && was != Some(true) {
                     self.dirty.node_joined = true;
                 }
                 self.dirty.nodes.insert(id);
             }
-            Some(Kind::Cluster(_)) => self.dirty.all = true,
+            Some(Kind::Cluster(c)) => {
+                // Only the settings the orchestrators read call for a full pass.
+                let settings = ClusterSettings::of(c.spec.as_ref());
+                if self.settings != Some(settings) {
+                    self.settings = Some(settings);
+                    self.dirty.all = true;
+                }
+            }
             _ => {}
         }
     }
 
-    /// Whether a task event can call for a decision. The common case — a
-    /// task moving towards RUNNING in a service nobody updates — does not.
     fn task_matters(&self, task: &Task, deleted: bool) -> bool {
-        if deleted {
-            return is_runnable(task);
-        }
-        has_ended(task)
-            || task.desired_state() == TaskState::Ready
-            || self.attentive.contains(&task.service_id)
+        task_matters(task, deleted, self.attentive.contains(&task.service_id))
     }
 
+    /// Starts a term knowing the nodes and cluster settings, so that only
+    /// later changes count as joins or setting changes.
     fn remember_nodes(&mut self) {
-        self.node_usable = self.store.read(|s| {
-            s.nodes()
+        let (nodes, settings) = self.store.read(|s| {
+            let nodes = s
+                .nodes()
                 .filter_map(|n| Some((n.meta.as_ref()?.id.clone(), is_usable(n))))
-                .collect()
+                .collect();
+            let settings = ClusterSettings::of(s.cluster().and_then(|c| c.spec.as_ref()));
+            (nodes, settings)
         });
+        self.node_usable = nodes;
+        self.settings = Some(settings);
     }
 
     /// Plans every dirty service and proposes the changes. Returns whether
@@ -289,23 +325,33 @@ impl Term {
         if std::mem::take(&mut self.dirty.node_joined) {
             self.request_auto_rebalance().await?;
         }
-        let store = self.store.clone();
-        let now = now_ms();
-        let (plans, more) = store.read(|s| self.plan(s, now));
+        let planning = Instant::now();
+        let (plans, more) = self.plan(now_ms());
+        let planned = planning.elapsed();
         if plans.is_empty() {
             return Ok(more);
         }
+        let actions: usize = plans.iter().map(|(_, c)| c.len()).sum();
+        let proposing = Instant::now();
         self.propose(plans).await?;
+        debug!(
+            actions,
+            plan_ms = planned.as_millis() as u64,
+            propose_ms = proposing.elapsed().as_millis() as u64,
+            "orchestrators: pass"
+        );
         Ok(more)
     }
 
-    /// The pure part of a pass, under the store's read lock.
-    fn plan(&mut self, s: &StoreState, now: i64) -> (Vec<(String, Changes)>, bool) {
-        self.expand_dirty(s);
-        let history_limit =
-            s.cluster()
-                .and_then(|c| c.spec.as_ref())
-                .map_or(TASK_HISTORY_DEFAULT, |spec| spec.task_history_limit) as usize;
+    /// The pure part of a pass: plans each dirty service on a snapshot of
+    /// the store (the read lock is taken per service, so the state machine
+    /// is never held back by more than one service's planning).
+    fn plan(&mut self, now: i64) -> (ServiceChanges, bool) {
+        let store = self.store.clone();
+        let history_limit = store.read(|s| {
+            self.expand_dirty(s);
+            history_limit_of(s)
+        });
         let mut updaters = self.memory.values().filter(|m| m.is_updating()).count();
         let mut budget = PASS_ACTIONS_MAX;
         let mut plans = Vec::new();
@@ -316,15 +362,19 @@ impl Term {
                 more = true;
                 continue;
             }
-            let ctx = Ctx {
-                state: s,
-                now_ms: now,
-                history_limit,
-                may_start_update: updaters < UPDATERS_MAX,
-            };
             let mem = self.memory.entry(id.clone()).or_default();
             let was_updating = mem.is_updating();
-            let outcome = reconcile_service(&ctx, &id, mem, budget);
+            let (outcome, gone) = store.read(|s| {
+                let ctx = Ctx {
+                    state: s,
+                    now_ms: now,
+                    history_limit,
+                    may_start_update: updaters < UPDATERS_MAX,
+                };
+                let outcome = reconcile_service(&ctx, &id, mem, budget);
+                let gone = s.service(&id).is_none() && s.tasks_of_service(&id).next().is_none();
+                (outcome, gone)
+            });
             match (was_updating, mem.is_updating()) {
                 (false, true) => updaters += 1,
                 (true, false) => updaters = updaters.saturating_sub(1),
@@ -335,12 +385,7 @@ impl Term {
                 self.dirty.services.insert(id.clone());
                 more = true;
             }
-            self.follow(
-                &id,
-                s,
-                outcome.signals.attentive,
-                outcome.signals.wake_at_ms,
-            );
+            self.follow(&id, &outcome.signals, gone);
             if !outcome.changes.is_empty() {
                 plans.push((id, outcome.changes));
             }
@@ -380,16 +425,17 @@ impl Term {
     }
 
     /// Keeps the attention set, timers and memory in step with a pass.
-    fn follow(&mut self, id: &str, s: &StoreState, attentive: bool, wake_at_ms: Option<i64>) {
-        if attentive {
+    fn follow(&mut self, id: &str, signals: &Signals, gone: bool) {
+        if signals.attentive {
             self.attentive.insert(id.to_owned());
         } else {
             self.attentive.remove(id);
         }
-        self.timers.set(id, wake_at_ms);
-        let gone = s.service(id).is_none() && s.tasks_of_service(id).next().is_none();
+        self.timers.set(id, signals.wake_at_ms);
         if gone {
             self.memory.remove(id);
+            self.attentive.remove(id);
+            self.timers.set(id, None);
         }
     }
 
@@ -424,41 +470,151 @@ impl Term {
         Ok(())
     }
 
-    /// Proposes the changes in batches, in order. A refused batch (a
-    /// concurrent change) marks its services dirty for the next pass and
-    /// makes the later batches of those services wait for it too.
+    /// Proposes the changes: first every task change, in batches, a few in
+    /// flight at once; then the service writes of the services whose task
+    /// changes all landed (a service's status never runs ahead of its
+    /// tasks). A refused batch (a concurrent change) marks its services
+    /// dirty, to be planned again from the new state.
     async fn propose(&mut self, plans: Vec<(String, Changes)>) -> Result<(), NotLeading> {
-        let mut failed: HashSet<String> = HashSet::new();
-        let mut sick = false;
-        for chunk in into_chunks(plans) {
-            if chunk.services.iter().any(|s| failed.contains(s)) {
-                failed.extend(chunk.services);
-                continue;
-            }
+        let (task_changes, service_writes) = split_service_writes(plans);
+        let mut outcome = propose_chunks(&self.raft, into_chunks(task_changes)).await?;
+        let writes: Vec<(String, Changes)> = service_writes
+            .into_iter()
+            .filter(|(id, _)| !outcome.failed.contains(id))
+            .collect();
+        let second = propose_chunks(&self.raft, into_chunks(writes)).await?;
+        outcome.failed.extend(second.failed);
+        if !outcome.failed.is_empty() {
+            self.dirty.services.extend(outcome.failed);
+        }
+        if outcome.sick || second.sick {
+            tokio::time::sleep(FAILED_PASS_BACKOFF).await;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a task event can call for a decision: a runnable task deleted,
+/// a task that ended, a held task, or any task of a service under update
+/// (`attentive`). The common case — a task moving towards RUNNING in a
+/// service nobody updates — does not.
+fn task_matters(task: &Task, deleted: bool, attentive: bool) -> bool {
+    if deleted {
+        return is_runnable(task);
+    }
+    has_ended(task) || task.desired_state() == TaskState::Ready || attentive
+}
+
+/// What became of a set of proposals.
+#[derive(Debug, Default)]
+struct Proposed {
+    /// Services with a refused or lost batch.
+    failed: HashSet<String>,
+    /// A batch failed for a reason other than a conflict.
+    sick: bool,
+}
+
+/// Proposes the chunks, [`PROPOSALS_IN_FLIGHT_MAX`] at a time.
+async fn propose_chunks(raft: &RaftNode, chunks: Vec<Chunk>) -> Result<Proposed, NotLeading> {
+    let mut results = futures::stream::iter(chunks.into_iter().map(|chunk| {
+        let raft = raft.clone();
+        async move {
             let proposal = Proposal {
                 actions: chunk.actions,
                 timestamp_ms: now_ms(),
             };
-            match self.raft.propose(proposal).await {
-                Ok(_) => {}
-                Err(RaftNodeError::NotLeader { .. }) => return Err(NotLeading),
-                Err(RaftNodeError::Rejected(e)) => {
-                    debug!("orchestrators: batch refused, planning again: {e}");
-                    failed.extend(chunk.services);
-                }
-                Err(e) => {
-                    warn!("orchestrators: batch not written, planning again: {e}");
-                    failed.extend(chunk.services);
-                    sick = true;
-                }
+            (chunk.services, raft.propose(proposal).await)
+        }
+    }))
+    .buffered(PROPOSALS_IN_FLIGHT_MAX);
+    let mut outcome = Proposed::default();
+    while let Some((services, result)) = results.next().await {
+        match result {
+            Ok(_) => {}
+            Err(RaftNodeError::NotLeader { .. }) => return Err(NotLeading),
+            Err(RaftNodeError::Rejected(e @ StoreError::Conflict { .. })) => {
+                debug!("orchestrators: batch met a concurrent change, planning again: {e}");
+                outcome.failed.extend(services);
+            }
+            Err(RaftNodeError::Rejected(e)) => {
+                // Not a race: a plan the store refuses is our bug; say so
+                // and slow down rather than propose it in a tight loop.
+                warn!("orchestrators: the store refused a batch, planning again: {e}");
+                outcome.failed.extend(services);
+                outcome.sick = true;
+            }
+            Err(e) => {
+                warn!("orchestrators: batch not written, planning again: {e}");
+                outcome.failed.extend(services);
+                outcome.sick = true;
             }
         }
-        if !failed.is_empty() {
-            self.dirty.services.extend(failed);
-        }
-        if sick {
-            tokio::time::sleep(FAILED_PASS_BACKOFF).await;
-        }
-        Ok(())
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use rswarm_proto::TaskStatus;
+
+    use super::*;
+
+    fn task(desired: TaskState, observed: TaskState) -> Task {
+        let mut status = TaskStatus::default();
+        status.set_state(observed);
+        let mut task = Task {
+            status: Some(status),
+            ..Task::default()
+        };
+        task.set_desired_state(desired);
+        task
+    }
+
+    #[test]
+    fn only_events_that_can_call_for_a_decision_matter() {
+        use TaskState as S;
+        assert!(
+            !task_matters(&task(S::Running, S::Assigned), false, false),
+            "progress"
+        );
+        assert!(!task_matters(&task(S::Running, S::Running), false, false));
+        assert!(
+            task_matters(&task(S::Running, S::Running), false, true),
+            "under update"
+        );
+        assert!(
+            task_matters(&task(S::Running, S::Failed), false, false),
+            "ended"
+        );
+        assert!(
+            task_matters(&task(S::Shutdown, S::Shutdown), false, false),
+            "history"
+        );
+        assert!(
+            task_matters(&task(S::Ready, S::Pending), false, false),
+            "held"
+        );
+        assert!(
+            task_matters(&task(S::Running, S::Running), true, false),
+            "lost a slot"
+        );
+        assert!(
+            !task_matters(&task(S::Shutdown, S::Shutdown), true, false),
+            "reaped"
+        );
+    }
+
+    #[test]
+    fn timers_keep_one_wake_up_per_service_and_hand_out_due_ones() {
+        let mut timers = Timers::default();
+        timers.set("a", Some(300));
+        timers.set("b", Some(100));
+        timers.set("a", Some(200));
+        assert_eq!(timers.next_ms(), Some(100));
+        assert_eq!(timers.take_due(150), vec!["b".to_owned()]);
+        assert_eq!(timers.take_due(150), Vec::<String>::new());
+        timers.set("a", None);
+        assert_eq!(timers.next_ms(), None);
+        assert!(timers.by_service.is_empty());
     }
 }

@@ -14,6 +14,9 @@ use rswarm_proto::StoreAction;
 use super::limits::{PROPOSAL_ACTIONS_MAX, PROPOSAL_BYTES_MAX};
 use super::work::Changes;
 
+/// Changes per service ID, in planning order.
+pub type ServiceChanges = Vec<(String, Changes)>;
+
 /// One proposal's worth of actions.
 #[derive(Debug, Default)]
 pub struct Chunk {
@@ -24,16 +27,38 @@ pub struct Chunk {
     bytes: usize,
 }
 
+/// Takes the service writes out of the changes, to be proposed after every
+/// task change (each as its own one-action group).
+pub fn split_service_writes(changes: ServiceChanges) -> (ServiceChanges, ServiceChanges) {
+    let mut writes = Vec::new();
+    let tasks = changes
+        .into_iter()
+        .map(|(id, mut c)| {
+            if let Some(write) = c.service.take() {
+                writes.push((
+                    id.clone(),
+                    Changes {
+                        slot_groups: vec![vec![write]],
+                        service: None,
+                    },
+                ));
+            }
+            (id, c)
+        })
+        .collect();
+    (tasks, writes)
+}
+
 /// Splits the per-service changes into proposals. A group larger than a
 /// proposal on its own (it cannot happen with slot-sized groups) still goes
 /// out, alone, and the store decides.
-pub fn into_chunks(changes: Vec<(String, Changes)>) -> Vec<Chunk> {
+pub fn into_chunks(changes: ServiceChanges) -> Vec<Chunk> {
     into_chunks_with(changes, PROPOSAL_ACTIONS_MAX, PROPOSAL_BYTES_MAX)
 }
 
 /// [`into_chunks`] with explicit limits (for tests).
 pub fn into_chunks_with(
-    changes: Vec<(String, Changes)>,
+    changes: ServiceChanges,
     actions_max: usize,
     bytes_max: usize,
 ) -> Vec<Chunk> {

@@ -14,7 +14,7 @@ use rswarm_proto::{Task, TaskState};
 use super::nodes::fit;
 use super::reconcile::Ctx;
 use super::task::{created_ms, has_ended, is_runnable, task_id, was_assigned};
-use super::work::{ServiceWork, SlotKey};
+use super::work::{ServiceWork, SlotId, SlotKey};
 
 /// Whether no agent runs the task any more, so deleting it loses nothing.
 pub fn is_reapable(ctx: &Ctx<'_>, task: &Task) -> bool {
@@ -25,51 +25,53 @@ pub fn is_reapable(ctx: &Ctx<'_>, task: &Task) -> bool {
 /// stopped, and trims each slot's history.
 pub fn reap(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>) {
     let service_gone = work.service().is_none();
-    for key in work.keys() {
+    for slot in work.slot_ids() {
         if service_gone {
-            remove_all(work, &key);
+            remove_all(work, slot);
         }
-        delete_removed(ctx, work, &key);
-        trim_history(ctx, work, &key);
+        delete_removed(ctx, work, slot);
+        trim_history(ctx, work, slot);
         if !work.has_budget() {
             return;
         }
     }
 }
 
-fn remove_all(work: &mut ServiceWork<'_>, key: &SlotKey) {
-    let live: Vec<usize> = work.tasks(key).map(|(i, _)| i).collect();
+fn remove_all(work: &mut ServiceWork<'_>, slot: SlotId) {
+    let live: Vec<usize> = work.tasks(slot).map(|(i, _)| i).collect();
     for index in live {
-        work.set_desired(key, index, TaskState::Remove);
+        work.set_desired(slot, index, TaskState::Remove);
     }
 }
 
-fn delete_removed(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>, key: &SlotKey) {
+fn delete_removed(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>, slot: SlotId) {
     let doomed: Vec<usize> = work
-        .tasks(key)
+        .tasks(slot)
         .filter(|(_, t)| t.desired_state() >= TaskState::Remove && is_reapable(ctx, t))
         .map(|(i, _)| i)
         .collect();
     for index in doomed {
-        work.delete(key, index);
+        work.delete(slot, index);
     }
 }
 
 /// Deletes the oldest stopped tasks of the slot beyond the history limit
 /// (all of them for a global slot whose node is gone).
-fn trim_history(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>, key: &SlotKey) {
-    let node_gone = matches!(key, SlotKey::Node(id) if ctx.state.node(id).is_none());
+fn trim_history(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>, slot: SlotId) {
+    let node_gone = matches!(work.key(slot), SlotKey::Node(id) if ctx.state.node(id).is_none());
     let limit = if node_gone { 0 } else { ctx.history_limit };
-    let keep_newest = !node_gone && !work.is_occupied(key);
-    let newest = work.newest(key).map(|(i, _)| i);
-    let mut old: Vec<(i64, String, usize, bool)> = work
-        .tasks(key)
-        .filter(|(_, t)| !is_runnable(t) && t.desired_state() < TaskState::Remove)
-        .map(|(i, t)| (created_ms(t), task_id(t).to_owned(), i, is_reapable(ctx, t)))
-        .collect();
-    if old.len() <= limit {
+    let is_old = |t: &Task| !is_runnable(t) && t.desired_state() < TaskState::Remove;
+    // The common case, cheaply: nothing beyond the limit.
+    if work.tasks(slot).filter(|(_, t)| is_old(t)).count() <= limit {
         return;
     }
+    let keep_newest = !node_gone && !work.is_occupied(slot);
+    let newest = work.newest(slot).map(|(i, _)| i);
+    let mut old: Vec<(i64, String, usize, bool)> = work
+        .tasks(slot)
+        .filter(|(_, t)| is_old(t))
+        .map(|(i, t)| (created_ms(t), task_id(t).to_owned(), i, is_reapable(ctx, t)))
+        .collect();
     old.sort();
     let mut excess = old.len() - limit;
     for (_, _, index, reapable) in old {
@@ -79,7 +81,7 @@ fn trim_history(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>, key: &SlotKey) {
         if !reapable || (keep_newest && Some(index) == newest) {
             continue;
         }
-        if work.delete(key, index) {
+        if work.delete(slot, index) {
             excess -= 1;
         }
     }

@@ -103,11 +103,11 @@ fn eligible_nodes(state: &StoreState, service: &Service) -> BTreeSet<String> {
 /// not ended.
 fn placed_tasks(work: &ServiceWork<'_>) -> Vec<Placed> {
     let mut placed = Vec::new();
-    for key in work.keys() {
-        let SlotKey::Replica(slot) = key else {
+    for id in work.slot_ids() {
+        let SlotKey::Replica(slot) = *work.key(id) else {
             continue;
         };
-        let mut runnable = work.runnable(&key);
+        let mut runnable = work.runnable(id);
         let (Some((_, task)), None) = (runnable.next(), runnable.next()) else {
             continue;
         };
@@ -151,9 +151,9 @@ pub fn step(
     }
     signals.attentive = true;
     let in_flight: BTreeSet<SlotKey> = work
-        .keys()
-        .into_iter()
-        .filter(|k| work.is_in_progress(k))
+        .slot_ids()
+        .filter(|s| work.is_in_progress(*s))
+        .map(|s| work.key(s).clone())
         .collect();
     let current = mem
         .rebalance
@@ -233,10 +233,13 @@ fn advance(
             break;
         };
         // The task may have ended or moved on its own since the plan.
+        let Some(slot) = work.find(&key) else {
+            continue;
+        };
         let still_there = !run.in_flight.contains(&key)
-            && work.runnable(&key).count() == 1
-            && work.runnable(&key).any(|(_, t)| task_id(t) == id);
-        if still_there && replace_slot(ctx, work, mem, &key, rollout.order) {
+            && work.runnable(slot).count() == 1
+            && work.runnable(slot).any(|(_, t)| task_id(t) == id);
+        if still_there && replace_slot(ctx, work, mem, slot, rollout.order) {
             run.in_flight.insert(key);
             started += 1;
         }

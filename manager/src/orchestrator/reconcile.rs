@@ -160,9 +160,8 @@ fn forget_stale(work: &ServiceWork<'_>, mem: &mut ServiceMemory) {
         return;
     }
     let held: HashSet<&str> = work
-        .keys()
-        .iter()
-        .flat_map(|k| work.runnable(k))
+        .slot_ids()
+        .flat_map(|s| work.runnable(s))
         .filter(|(_, t)| t.desired_state() == rswarm_proto::TaskState::Ready)
         .map(|(_, t)| task_id(t))
         .collect();

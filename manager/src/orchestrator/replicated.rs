@@ -8,7 +8,7 @@
 //! least: non-running first, then those on the nodes with the most tasks of
 //! the service, then the highest slot numbers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rswarm_proto::{Task, TaskState};
 
@@ -16,7 +16,7 @@ use super::nodes::fit;
 use super::reconcile::{Ctx, ServiceMemory};
 use super::restart::is_held_empty;
 use super::task::{is_running, new_task, replicas};
-use super::work::{ServiceWork, SlotKey};
+use super::work::{ServiceWork, SlotId, SlotKey};
 
 /// Shuts down runnable tasks on nodes that may not keep them (Down,
 /// drained, removed) and puts a new task in each slot so emptied.
@@ -24,12 +24,12 @@ pub fn replace_on_lost_nodes(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>) {
     let Some(service) = work.service().cloned() else {
         return;
     };
-    for key in work.keys() {
-        let SlotKey::Replica(slot) = key else {
+    for slot in work.slot_ids() {
+        let SlotKey::Replica(number) = *work.key(slot) else {
             continue;
         };
         let lost: Vec<usize> = work
-            .runnable(&key)
+            .runnable(slot)
             .filter(|(_, t)| !fit(ctx.state, &t.node_id).keeps_tasks())
             .map(|(i, _)| i)
             .collect();
@@ -37,11 +37,11 @@ pub fn replace_on_lost_nodes(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>) {
             continue;
         }
         for index in lost {
-            work.set_desired(&key, index, TaskState::Shutdown);
+            work.set_desired(slot, index, TaskState::Shutdown);
         }
-        if !work.is_occupied(&key) {
-            let task = new_task(&service, slot, "", TaskState::Running, ctx.now_ms);
-            work.create(key, task);
+        if !work.is_occupied(slot) {
+            let task = new_task(&service, number, "", TaskState::Running, ctx.now_ms);
+            work.create(SlotKey::Replica(number), task);
         }
     }
 }
@@ -53,33 +53,35 @@ pub fn scale(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>, mem: &ServiceMemory) {
         return;
     };
     let wanted = replicas(&service) as usize;
-    let keys = work.keys();
-    let occupied: Vec<SlotKey> = keys
-        .iter()
-        .filter(|k| work.is_occupied(k))
-        .cloned()
-        .collect();
-    let held: Vec<SlotKey> = keys
-        .iter()
-        .filter(|k| is_held_empty(work, mem, k))
-        .cloned()
-        .collect();
+    let mut occupied: Vec<SlotId> = Vec::new();
+    let mut held: Vec<SlotId> = Vec::new();
+    for slot in work.slot_ids() {
+        if work.is_occupied(slot) {
+            occupied.push(slot);
+        } else if is_held_empty(work, mem, slot) {
+            held.push(slot);
+        }
+    }
     let present = occupied.len() + held.len();
     if present < wanted {
-        let taken = |n: u64| {
-            let key = SlotKey::Replica(n);
-            occupied.contains(&key) || held.contains(&key)
-        };
-        for slot in free_slots(taken, wanted - present) {
-            let task = new_task(&service, slot, "", TaskState::Running, ctx.now_ms);
-            if !work.create(SlotKey::Replica(slot), task) {
+        let taken: HashSet<u64> = occupied
+            .iter()
+            .chain(&held)
+            .filter_map(|s| match work.key(*s) {
+                SlotKey::Replica(n) => Some(*n),
+                SlotKey::Node(_) => None,
+            })
+            .collect();
+        for number in free_slots(|n| taken.contains(&n), wanted - present) {
+            let task = new_task(&service, number, "", TaskState::Running, ctx.now_ms);
+            if !work.create(SlotKey::Replica(number), task) {
                 return;
             }
         }
     } else if present > wanted {
         let doomed = slots_to_remove(work, &occupied, &held, present - wanted);
-        for key in doomed {
-            remove_slot(work, &key);
+        for slot in doomed {
+            remove_slot(work, slot);
         }
     }
 }
@@ -94,7 +96,7 @@ pub fn free_slots(taken: impl Fn(u64) -> bool, count: usize) -> Vec<u64> {
 pub struct RemovalRank {
     /// Running slots go last.
     pub running: bool,
-    /// Slots on busier nodes go first (negated count).
+    /// Slots on busier nodes go first.
     pub node_load: std::cmp::Reverse<usize>,
     /// Higher slots go first.
     pub slot: std::cmp::Reverse<u64>,
@@ -104,41 +106,41 @@ pub struct RemovalRank {
 /// occupied ones by [`RemovalRank`].
 pub fn slots_to_remove(
     work: &ServiceWork<'_>,
-    occupied: &[SlotKey],
-    held: &[SlotKey],
+    occupied: &[SlotId],
+    held: &[SlotId],
     count: usize,
-) -> Vec<SlotKey> {
-    let mut held: Vec<SlotKey> = held.to_vec();
-    held.sort_by(|a, b| b.cmp(a));
+) -> Vec<SlotId> {
+    let number = |slot: SlotId| match work.key(slot) {
+        SlotKey::Replica(n) => *n,
+        SlotKey::Node(_) => 0,
+    };
+    let mut held: Vec<SlotId> = held.to_vec();
+    held.sort_by_key(|s| std::cmp::Reverse(number(*s)));
     let load = node_load(work, occupied);
-    let mut ranked: Vec<(RemovalRank, SlotKey)> = occupied
+    let mut ranked: Vec<(RemovalRank, SlotId)> = occupied
         .iter()
-        .map(|key| {
-            let newest = work.newest_runnable(key).map(|(_, t)| t);
-            let slot = match key {
-                SlotKey::Replica(n) => *n,
-                SlotKey::Node(_) => 0,
-            };
+        .map(|slot| {
+            let newest = work.newest_runnable(*slot).map(|(_, t)| t);
             let rank = RemovalRank {
                 running: newest.is_some_and(is_running),
                 node_load: std::cmp::Reverse(newest.map_or(0, |t| node_count(&load, t))),
-                slot: std::cmp::Reverse(slot),
+                slot: std::cmp::Reverse(number(*slot)),
             };
-            (rank, key.clone())
+            (rank, *slot)
         })
         .collect();
     ranked.sort();
     held.into_iter()
-        .chain(ranked.into_iter().map(|(_, k)| k))
+        .chain(ranked.into_iter().map(|(_, s)| s))
         .take(count)
         .collect()
 }
 
 /// Runnable tasks of the service per node.
-fn node_load(work: &ServiceWork<'_>, occupied: &[SlotKey]) -> HashMap<String, usize> {
+fn node_load(work: &ServiceWork<'_>, occupied: &[SlotId]) -> HashMap<String, usize> {
     let mut load = HashMap::new();
-    for key in occupied {
-        for (_, task) in work.runnable(key) {
+    for slot in occupied {
+        for (_, task) in work.runnable(*slot) {
             if !task.node_id.is_empty() {
                 *load.entry(task.node_id.clone()).or_insert(0) += 1;
             }
@@ -152,9 +154,9 @@ fn node_count(load: &HashMap<String, usize>, task: &Task) -> usize {
 }
 
 /// Marks every task of the slot that is not already going away REMOVE.
-fn remove_slot(work: &mut ServiceWork<'_>, key: &SlotKey) {
-    let live: Vec<usize> = work.tasks(key).map(|(i, _)| i).collect();
+fn remove_slot(work: &mut ServiceWork<'_>, slot: SlotId) {
+    let live: Vec<usize> = work.tasks(slot).map(|(i, _)| i).collect();
     for index in live {
-        work.set_desired(key, index, TaskState::Remove);
+        work.set_desired(slot, index, TaskState::Remove);
     }
 }

@@ -21,7 +21,7 @@ use super::limits::{RESTART_ATTEMPTS_KEPT_MAX, RESTART_DELAY_DEFAULT, STOP_WAIT_
 use super::nodes::{fit, global_takes};
 use super::reconcile::{Ctx, ServiceMemory, Signals};
 use super::task::{created_ms, has_ended, is_global, new_task, observed, task_id, was_assigned};
-use super::work::{ServiceWork, SlotKey};
+use super::work::{ServiceWork, SlotId, SlotKey};
 
 /// A restart policy with its defaults filled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,9 +158,9 @@ pub fn supervise(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>, mem: &mut ServiceMem
     let Some(service) = work.service().cloned() else {
         return;
     };
-    for key in work.keys() {
+    for slot in work.slot_ids() {
         let ended: Vec<usize> = work
-            .runnable(&key)
+            .runnable(slot)
             .filter(|(_, t)| has_ended(t))
             .map(|(i, _)| i)
             .collect();
@@ -168,7 +168,7 @@ pub fn supervise(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>, mem: &mut ServiceMem
             if !work.has_budget() {
                 return;
             }
-            restart_one(ctx, work, mem, &service, &key, index);
+            restart_one(ctx, work, mem, &service, slot, index);
         }
     }
 }
@@ -178,12 +178,14 @@ fn restart_one(
     work: &mut ServiceWork<'_>,
     mem: &mut ServiceMemory,
     service: &Service,
-    key: &SlotKey,
+    slot: SlotId,
     index: usize,
 ) {
-    let Some(ended) = work.task(key, index).cloned() else {
+    let Some(ended) = work.task(slot, index).cloned() else {
         return;
     };
+    let key = work.key(slot).clone();
+    let key = &key;
     let policy = policy_of(ended.spec.as_ref());
     let attempts = mem
         .restarts
@@ -193,8 +195,8 @@ fn restart_one(
     let allowed = condition
         && attempts_left
         && replacement_fits(ctx, service, &ended)
-        && work.runnable(key).count() == 1;
-    work.set_desired(key, index, TaskState::Shutdown);
+        && work.runnable(slot).count() == 1;
+    work.set_desired(slot, index, TaskState::Shutdown);
     if condition && !attempts_left {
         mem.restarts.give_up(key, service.spec_version);
     }
@@ -247,14 +249,14 @@ fn replacement_fits(ctx: &Ctx<'_>, service: &Service, ended: &Task) -> bool {
 /// A slot without runnable tasks whose last task ended and may not be
 /// restarted (condition, attempts): it stays empty, and scaling does not
 /// fill it again until the spec changes.
-pub fn is_held_empty(work: &ServiceWork<'_>, mem: &ServiceMemory, key: &SlotKey) -> bool {
+pub fn is_held_empty(work: &ServiceWork<'_>, mem: &ServiceMemory, slot: SlotId) -> bool {
     let Some(service) = work.service() else {
         return false;
     };
-    if work.is_occupied(key) {
+    if work.is_occupied(slot) {
         return false;
     }
-    let Some((_, newest)) = work.newest(key) else {
+    let Some((_, newest)) = work.newest(slot) else {
         return false;
     };
     if newest.desired_state() != TaskState::Shutdown
@@ -265,7 +267,9 @@ pub fn is_held_empty(work: &ServiceWork<'_>, mem: &ServiceMemory, key: &SlotKey)
     }
     let policy = policy_of(newest.spec.as_ref());
     !condition_allows(&policy, observed(newest))
-        || mem.restarts.has_given_up(key, service.spec_version)
+        || mem
+            .restarts
+            .has_given_up(work.key(slot), service.spec_version)
 }
 
 /// Raises held (READY) tasks to RUNNING once their hold is over: the delay
@@ -277,18 +281,18 @@ pub fn release_held(
     mem: &ServiceMemory,
     signals: &mut Signals,
 ) {
-    for key in work.keys() {
+    for slot in work.slot_ids() {
         let held: Vec<usize> = work
-            .runnable(&key)
+            .runnable(slot)
             .filter(|(_, t)| t.desired_state() == TaskState::Ready)
             .map(|(i, _)| i)
             .collect();
         for index in held {
             signals.attentive = true;
-            match hold_ends_ms(ctx, work, mem, &key, index) {
+            match hold_ends_ms(ctx, work, mem, slot, index) {
                 Some(at) if at > ctx.now_ms => signals.wake(at),
                 Some(_) => {
-                    work.set_desired(&key, index, TaskState::Running);
+                    work.set_desired(slot, index, TaskState::Running);
                 }
                 None => {}
             }
@@ -302,11 +306,11 @@ fn hold_ends_ms(
     ctx: &Ctx<'_>,
     work: &ServiceWork<'_>,
     mem: &ServiceMemory,
-    key: &SlotKey,
+    slot: SlotId,
     index: usize,
 ) -> Option<i64> {
-    let task = work.task(key, index)?;
-    let created = if work.is_new(key, index) {
+    let task = work.task(slot, index)?;
+    let created = if work.is_new(slot, index) {
         ctx.now_ms
     } else {
         created_ms(task)
@@ -318,7 +322,7 @@ fn hold_ends_ms(
     };
     let delay_over = created.saturating_add(delay);
     let others_stopped = work
-        .tasks(key)
+        .tasks(slot)
         .filter(|(i, _)| *i != index)
         .all(|(_, t)| has_ended(t) || !was_assigned(t) || fit(ctx.state, &t.node_id).is_lost());
     let give_up = created.saturating_add(STOP_WAIT_MAX.as_millis() as i64);

@@ -16,7 +16,7 @@
 //! COMPLETED | PAUSED, or ROLLBACK_STARTED → ROLLBACK_COMPLETED |
 //! ROLLBACK_PAUSED; a PAUSED update stays paused until the spec changes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rswarm_proto::{
     Node, Service, Task, TaskSpec, TaskState, UpdateConfig, UpdateFailureAction, UpdateOrder,
@@ -28,7 +28,7 @@ use super::limits::{UPDATE_MONITOR_DEFAULT, UPDATE_PARALLELISM_DEFAULT, UPDATER_
 use super::nodes::{constraints_of, fit};
 use super::reconcile::{Ctx, ServiceMemory, Signals};
 use super::task::{has_ended, is_running, new_task, observed_ms, service_name, task_id};
-use super::work::{ServiceWork, SlotKey};
+use super::work::{ServiceWork, SlotId, SlotKey};
 
 /// An update (or rollback) config with its defaults filled in.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,6 +106,11 @@ pub fn is_active(state: UpdateState) -> bool {
 /// or endpoint differ. A change of placement alone does not count while the
 /// task's node still satisfies the new constraints.
 pub fn is_outdated(task: &Task, service: &Service, node: Option<&Node>) -> bool {
+    // A task copies the spec at its version, and every spec change bumps
+    // the version: same version, same spec (the cheap common case).
+    if task.spec_version == service.spec_version {
+        return false;
+    }
     let spec = service.spec.as_ref();
     if task.endpoint.as_ref() != spec.and_then(|s| s.endpoint.as_ref()) {
         return true;
@@ -129,15 +134,15 @@ pub fn is_outdated(task: &Task, service: &Service, node: Option<&Node>) -> bool 
 /// Slots whose runnable tasks all run an outdated spec, in update order:
 /// slots whose task is not running first (they serve nobody), then by key.
 /// Global slots on nodes that take no new task (paused) are left alone.
-pub fn dirty_slots(ctx: &Ctx<'_>, work: &ServiceWork<'_>, service: &Service) -> Vec<SlotKey> {
-    let mut dirty: Vec<(bool, SlotKey)> = Vec::new();
-    for key in work.keys() {
-        if let SlotKey::Node(node_id) = &key
+pub fn dirty_slots(ctx: &Ctx<'_>, work: &ServiceWork<'_>, service: &Service) -> Vec<SlotId> {
+    let mut dirty: Vec<(bool, &SlotKey, SlotId)> = Vec::new();
+    for slot in work.slot_ids() {
+        if let SlotKey::Node(node_id) = work.key(slot)
             && !fit(ctx.state, node_id).takes_tasks()
         {
             continue;
         }
-        let mut runnable = work.runnable(&key).peekable();
+        let mut runnable = work.runnable(slot).peekable();
         if runnable.peek().is_none() {
             continue;
         }
@@ -148,33 +153,33 @@ pub fn dirty_slots(ctx: &Ctx<'_>, work: &ServiceWork<'_>, service: &Service) -> 
             all_outdated &= is_outdated(task, service, ctx.state.node(&task.node_id));
         }
         if all_outdated {
-            dirty.push((running, key));
+            dirty.push((running, work.key(slot), slot));
         }
     }
     dirty.sort();
-    dirty.into_iter().map(|(_, k)| k).collect()
+    dirty.into_iter().map(|(_, _, slot)| slot).collect()
 }
 
 /// Ends start-first replacements: in a slot with several runnable tasks
 /// whose newest one runs, the older ones are shut down.
 pub fn finish_start_first(work: &mut ServiceWork<'_>) {
-    for key in work.keys() {
-        if work.runnable(&key).nth(1).is_none() {
+    for slot in work.slot_ids() {
+        if work.runnable(slot).nth(1).is_none() {
             continue;
         }
-        let Some((newest, task)) = work.newest_runnable(&key) else {
+        let Some((newest, task)) = work.newest_runnable(slot) else {
             continue;
         };
         if !is_running(task) {
             continue;
         }
         let older: Vec<usize> = work
-            .runnable(&key)
+            .runnable(slot)
             .map(|(i, _)| i)
             .filter(|i| *i != newest)
             .collect();
         for index in older {
-            work.set_desired(&key, index, TaskState::Shutdown);
+            work.set_desired(slot, index, TaskState::Shutdown);
         }
     }
 }
@@ -186,31 +191,32 @@ pub fn replace_slot(
     ctx: &Ctx<'_>,
     work: &mut ServiceWork<'_>,
     mem: &mut ServiceMemory,
-    key: &SlotKey,
+    slot: SlotId,
     order: UpdateOrder,
 ) -> bool {
     let Some(service) = work.service().cloned() else {
         return false;
     };
-    let (slot, node_id) = match key {
-        SlotKey::Replica(n) => (*n, ""),
-        SlotKey::Node(id) => (0, id.as_str()),
+    let key = work.key(slot).clone();
+    let (number, node_id) = match &key {
+        SlotKey::Replica(n) => (*n, String::new()),
+        SlotKey::Node(id) => (0, id.clone()),
     };
-    let old: Vec<usize> = work.runnable(key).map(|(i, _)| i).collect();
+    let old: Vec<usize> = work.runnable(slot).map(|(i, _)| i).collect();
     match order {
         UpdateOrder::StartFirst => {
-            let task = new_task(&service, slot, node_id, TaskState::Running, ctx.now_ms);
-            work.create(key.clone(), task)
+            let task = new_task(&service, number, &node_id, TaskState::Running, ctx.now_ms);
+            work.create(key, task)
         }
         UpdateOrder::StopFirst => {
-            let task = new_task(&service, slot, node_id, TaskState::Ready, ctx.now_ms);
+            let task = new_task(&service, number, &node_id, TaskState::Ready, ctx.now_ms);
             let id = task_id(&task).to_owned();
-            if !work.create(key.clone(), task) {
+            if !work.create(key, task) {
                 return false;
             }
             mem.quick_start.insert(id);
             for index in old {
-                work.set_desired(key, index, TaskState::Shutdown);
+                work.set_desired(slot, index, TaskState::Shutdown);
             }
             true
         }
@@ -238,8 +244,8 @@ pub fn observe(ctx: &Ctx<'_>, work: &ServiceWork<'_>, mem: &mut ServiceMemory) -
         return Vec::new();
     }
     let mut failures = Vec::new();
-    for key in work.keys() {
-        for (_, task) in work.runnable(&key) {
+    for slot in work.slot_ids() {
+        for (_, task) in work.runnable(slot) {
             if is_outdated(task, service, ctx.state.node(&task.node_id)) {
                 continue;
             }
@@ -305,16 +311,12 @@ fn begin(
     work: &mut ServiceWork<'_>,
     mem: &mut ServiceMemory,
     service: &Service,
-    dirty: &[SlotKey],
+    dirty: &[SlotId],
 ) {
     let state = update_state(service);
     let rollback = state == UpdateState::RollbackStarted;
     let had_run = mem.update.is_some();
-    let in_flight = work
-        .keys()
-        .into_iter()
-        .filter(|k| work.is_in_progress(k) && !dirty.contains(k))
-        .count();
+    let in_flight = in_flight_slots(work, dirty).len();
     mem.update = Some(UpdateRun {
         spec_version: service.spec_version,
         rollback,
@@ -368,7 +370,7 @@ fn advance(
     work: &mut ServiceWork<'_>,
     mem: &mut ServiceMemory,
     failures: &[Failure],
-    dirty: &[SlotKey],
+    dirty: &[SlotId],
     signals: &mut Signals,
 ) {
     let Some(service) = work.service().cloned() else {
@@ -391,11 +393,7 @@ fn advance(
     }
     // A slot still waiting for its first (outdated) task is dirty, not in
     // flight: it is replaced, not waited for.
-    let in_flight: BTreeSet<SlotKey> = work
-        .keys()
-        .into_iter()
-        .filter(|k| work.is_in_progress(k) && !dirty.contains(k))
-        .collect();
+    let in_flight = in_flight_slots(work, dirty);
     if run.in_flight.iter().any(|k| !in_flight.contains(k)) {
         run.last_done_ms = ctx.now_ms;
         run.next_start_ms = ctx.now_ms.saturating_add(rollout.delay_ms);
@@ -523,8 +521,8 @@ fn act_on_failure(
 /// The latest time a slot finished or a current task started running.
 fn monitor_tail_ms(work: &ServiceWork<'_>, service: &Service, run: &UpdateRun) -> i64 {
     let mut latest = run.last_done_ms;
-    for key in work.keys() {
-        for (_, task) in work.runnable(&key) {
+    for slot in work.slot_ids() {
+        for (_, task) in work.runnable(slot) {
             if is_running(task) && task.spec_version == service.spec_version {
                 latest = latest.max(observed_ms(task));
             }
@@ -551,6 +549,16 @@ fn complete(ctx: &Ctx<'_>, work: &mut ServiceWork<'_>, mem: &mut ServiceMemory, 
     mem.running_since.clear();
 }
 
+/// Slots on their way to the new spec (a slot still waiting for its first,
+/// outdated, task is dirty, not in flight: it is replaced, not waited for).
+fn in_flight_slots(work: &ServiceWork<'_>, dirty: &[SlotId]) -> BTreeSet<SlotKey> {
+    let dirty: HashSet<SlotId> = dirty.iter().copied().collect();
+    work.slot_ids()
+        .filter(|s| !dirty.contains(s) && work.is_in_progress(*s))
+        .map(|s| work.key(s).clone())
+        .collect()
+}
+
 /// Starts as many dirty slots as parallelism, delay and budget allow.
 fn start_slots(
     ctx: &Ctx<'_>,
@@ -558,7 +566,7 @@ fn start_slots(
     mem: &mut ServiceMemory,
     run: &mut UpdateRun,
     rollout: &Rollout,
-    dirty: &[SlotKey],
+    dirty: &[SlotId],
     signals: &mut Signals,
 ) {
     if ctx.now_ms < run.next_start_ms {
@@ -570,16 +578,16 @@ fn start_slots(
     } else {
         (rollout.parallelism as usize).saturating_sub(run.in_flight.len())
     };
-    let next: Vec<SlotKey> = dirty
+    let next: Vec<SlotId> = dirty
         .iter()
-        .filter(|k| !run.in_flight.contains(*k))
+        .copied()
+        .filter(|s| !run.in_flight.contains(work.key(*s)))
         .take(capacity)
-        .cloned()
         .collect();
-    for key in next {
-        if !replace_slot(ctx, work, mem, &key, rollout.order) {
+    for slot in next {
+        if !replace_slot(ctx, work, mem, slot, rollout.order) {
             break;
         }
-        run.in_flight.insert(key);
+        run.in_flight.insert(work.key(slot).clone());
     }
 }

@@ -9,7 +9,7 @@
 //! removed from a slot's list, only marked).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use rswarm_proto::object::Kind;
 use rswarm_proto::{ActionKind, Service, StoreAction, Task, TaskState};
@@ -88,13 +88,25 @@ impl Changes {
     }
 }
 
-/// A task's position: slot and index within it.
-pub type TaskRef = (SlotKey, usize);
+/// A slot's position in the work of one pass (stable for the pass).
+pub type SlotId = usize;
+
+/// One slot: its key and its tasks.
+#[derive(Debug)]
+struct Slot<'a> {
+    key: SlotKey,
+    tasks: Vec<WorkTask<'a>>,
+}
 
 /// One service's tasks for one pass. See the module doc.
 #[derive(Debug)]
 pub struct ServiceWork<'a> {
-    slots: BTreeMap<SlotKey, Vec<WorkTask<'a>>>,
+    /// Slots in key order, then slots made by this pass in creation order.
+    slots: Vec<Slot<'a>>,
+    /// How many of `slots` came from the store (sorted by key).
+    stored_slots: usize,
+    /// Slots made by this pass, by key.
+    new_slots: HashMap<SlotKey, SlotId>,
     service: Option<Cow<'a, Service>>,
     service_changed: bool,
     actions: usize,
@@ -107,18 +119,29 @@ impl<'a> ServiceWork<'a> {
     pub fn new(state: &'a StoreState, service_id: &str, budget: usize) -> Self {
         let service = state.service(service_id);
         let global = service.is_some_and(super::task::is_global);
-        let mut slots: BTreeMap<SlotKey, Vec<WorkTask<'a>>> = BTreeMap::new();
-        for task in state.tasks_of_service(service_id) {
-            slots
-                .entry(SlotKey::of(task, global))
-                .or_default()
-                .push(WorkTask {
-                    task: Cow::Borrowed(task),
-                    origin: Origin::Stored,
-                });
+        let mut tasks: Vec<(SlotKey, &'a Task)> = state
+            .tasks_of_service(service_id)
+            .map(|t| (SlotKey::of(t, global), t))
+            .collect();
+        tasks.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut slots: Vec<Slot<'a>> = Vec::new();
+        for (key, task) in tasks {
+            let work = WorkTask {
+                task: Cow::Borrowed(task),
+                origin: Origin::Stored,
+            };
+            match slots.last_mut() {
+                Some(last) if last.key == key => last.tasks.push(work),
+                _ => slots.push(Slot {
+                    key,
+                    tasks: vec![work],
+                }),
+            }
         }
         Self {
+            stored_slots: slots.len(),
             slots,
+            new_slots: HashMap::new(),
             service: service.map(Cow::Borrowed),
             service_changed: false,
             actions: 0,
@@ -150,55 +173,69 @@ impl<'a> ServiceWork<'a> {
         self.actions
     }
 
-    /// The slot keys, in order.
-    pub fn keys(&self) -> Vec<SlotKey> {
-        self.slots.keys().cloned().collect()
+    /// Every slot, including those made so far in this pass.
+    pub fn slot_ids(&self) -> std::ops::Range<SlotId> {
+        0..self.slots.len()
     }
 
-    /// Whether the service has tasks in this slot.
+    /// The key of a slot.
+    pub fn key(&self, slot: SlotId) -> &SlotKey {
+        &self.slots[slot].key
+    }
+
+    /// The slot with this key, if the service has one.
+    pub fn find(&self, key: &SlotKey) -> Option<SlotId> {
+        self.slots[..self.stored_slots]
+            .binary_search_by(|s| s.key.cmp(key))
+            .ok()
+            .or_else(|| self.new_slots.get(key).copied())
+    }
+
+    /// Whether the service has tasks in the slot with this key.
     pub fn has_slot(&self, key: &SlotKey) -> bool {
-        self.slots.contains_key(key)
+        self.find(key).is_some()
+    }
+
+    fn slot_tasks(&self, slot: SlotId) -> &[WorkTask<'a>] {
+        self.slots.get(slot).map_or(&[], |s| s.tasks.as_slice())
     }
 
     /// The live tasks of a slot with their indices.
-    pub fn tasks(&self, key: &SlotKey) -> impl Iterator<Item = (usize, &Task)> + '_ {
-        self.slots
-            .get(key)
-            .into_iter()
-            .flatten()
+    pub fn tasks(&self, slot: SlotId) -> impl Iterator<Item = (usize, &Task)> + '_ {
+        self.slot_tasks(slot)
+            .iter()
             .enumerate()
             .filter(|(_, w)| w.is_live())
             .map(|(i, w)| (i, w.task.as_ref()))
     }
 
     /// The runnable tasks of a slot.
-    pub fn runnable(&self, key: &SlotKey) -> impl Iterator<Item = (usize, &Task)> + '_ {
-        self.tasks(key).filter(|(_, t)| is_runnable(t))
+    pub fn runnable(&self, slot: SlotId) -> impl Iterator<Item = (usize, &Task)> + '_ {
+        self.tasks(slot).filter(|(_, t)| is_runnable(t))
     }
 
     /// Whether the slot has a runnable task.
-    pub fn is_occupied(&self, key: &SlotKey) -> bool {
-        self.runnable(key).next().is_some()
+    pub fn is_occupied(&self, slot: SlotId) -> bool {
+        self.runnable(slot).next().is_some()
     }
 
     /// Whether the task at `index` was made by this pass.
-    pub fn is_new(&self, key: &SlotKey, index: usize) -> bool {
-        self.slots
-            .get(key)
-            .and_then(|s| s.get(index))
+    pub fn is_new(&self, slot: SlotId, index: usize) -> bool {
+        self.slot_tasks(slot)
+            .get(index)
             .is_some_and(|w| w.origin == Origin::Created)
     }
 
     /// The newest runnable task of the slot.
-    pub fn newest_runnable(&self, key: &SlotKey) -> Option<(usize, &Task)> {
-        self.runnable(key)
-            .max_by_key(|(i, t)| self.age_rank(key, *i, t))
+    pub fn newest_runnable(&self, slot: SlotId) -> Option<(usize, &Task)> {
+        self.runnable(slot)
+            .max_by_key(|(i, t)| self.age_rank(slot, *i, t))
     }
 
     /// The newest live task of the slot, runnable or not.
-    pub fn newest(&self, key: &SlotKey) -> Option<(usize, &Task)> {
-        self.tasks(key)
-            .max_by_key(|(i, t)| self.age_rank(key, *i, t))
+    pub fn newest(&self, slot: SlotId) -> Option<(usize, &Task)> {
+        self.tasks(slot)
+            .max_by_key(|(i, t)| self.age_rank(slot, *i, t))
     }
 
     /// Orders a slot's tasks oldest to newest: made by this pass, then by
@@ -206,12 +243,12 @@ impl<'a> ServiceWork<'a> {
     /// made in the same millisecond, and then the later spec wins).
     fn age_rank<'t>(
         &self,
-        key: &SlotKey,
+        slot: SlotId,
         index: usize,
         task: &'t Task,
     ) -> (bool, u64, i64, &'t str) {
         (
-            self.is_new(key, index),
+            self.is_new(slot, index),
             task.spec_version,
             created_ms(task),
             task_id(task),
@@ -221,8 +258,8 @@ impl<'a> ServiceWork<'a> {
     /// Whether the slot is on its way to a new task: it has more than one
     /// runnable task (a start-first replacement), or its one runnable task
     /// has not started running yet (placed, pulling, held back).
-    pub fn is_in_progress(&self, key: &SlotKey) -> bool {
-        let mut runnable = self.runnable(key);
+    pub fn is_in_progress(&self, slot: SlotId) -> bool {
+        let mut runnable = self.runnable(slot);
         match (runnable.next(), runnable.next()) {
             (Some(_), Some(_)) => true,
             (Some((_, t)), None) => observed(t) < TaskState::Running,
@@ -231,31 +268,46 @@ impl<'a> ServiceWork<'a> {
     }
 
     /// The task at a position (live or not).
-    pub fn task(&self, key: &SlotKey, index: usize) -> Option<&Task> {
-        self.slots
-            .get(key)
-            .and_then(|s| s.get(index))
-            .map(|w| w.task.as_ref())
+    pub fn task(&self, slot: SlotId, index: usize) -> Option<&Task> {
+        self.slot_tasks(slot).get(index).map(|w| w.task.as_ref())
     }
 
-    /// Adds a new task to a slot; refused (false) when the budget is spent.
+    /// Adds a new task to the slot with this key (made if new); refused
+    /// (false) when the budget is spent.
     pub fn create(&mut self, key: SlotKey, task: Task) -> bool {
         if !self.has_budget() {
             return false;
         }
         self.actions += 1;
-        self.slots.entry(key).or_default().push(WorkTask {
+        let slot = match self.find(&key) {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot {
+                    key: key.clone(),
+                    tasks: Vec::new(),
+                });
+                self.new_slots.insert(key, self.slots.len() - 1);
+                self.slots.len() - 1
+            }
+        };
+        self.slots[slot].tasks.push(WorkTask {
             task: Cow::Owned(task),
             origin: Origin::Created,
         });
         true
     }
 
+    fn work_task_mut(&mut self, slot: SlotId, index: usize) -> Option<&mut WorkTask<'a>> {
+        self.slots
+            .get_mut(slot)
+            .and_then(|s| s.tasks.get_mut(index))
+    }
+
     /// Moves a task's desired state forward (never back); false when the
     /// budget is spent or the state would not move forward.
-    pub fn set_desired(&mut self, key: &SlotKey, index: usize, desired: TaskState) -> bool {
+    pub fn set_desired(&mut self, slot: SlotId, index: usize, desired: TaskState) -> bool {
         let has_budget = self.has_budget();
-        let Some(work) = self.slots.get_mut(key).and_then(|s| s.get_mut(index)) else {
+        let Some(work) = self.work_task_mut(slot, index) else {
             return false;
         };
         if !work.is_live() || work.task.desired_state() >= desired {
@@ -274,9 +326,9 @@ impl<'a> ServiceWork<'a> {
     }
 
     /// Deletes a task (a task made by this pass is simply not written).
-    pub fn delete(&mut self, key: &SlotKey, index: usize) -> bool {
+    pub fn delete(&mut self, slot: SlotId, index: usize) -> bool {
         let has_budget = self.has_budget();
-        let Some(work) = self.slots.get_mut(key).and_then(|s| s.get_mut(index)) else {
+        let Some(work) = self.work_task_mut(slot, index) else {
             return false;
         };
         match work.origin {
@@ -297,8 +349,8 @@ impl<'a> ServiceWork<'a> {
     /// The store actions, grouped by slot, and the service write.
     pub fn into_changes(self) -> Changes {
         let mut changes = Changes::default();
-        for tasks in self.slots.into_values() {
-            let group: Vec<StoreAction> = tasks.into_iter().filter_map(to_action).collect();
+        for slot in self.slots {
+            let group: Vec<StoreAction> = slot.tasks.into_iter().filter_map(to_action).collect();
             if !group.is_empty() {
                 changes.slot_groups.push(group);
             }

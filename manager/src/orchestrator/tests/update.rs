@@ -98,6 +98,8 @@ fn a_task_is_dirty_when_its_spec_or_endpoint_differs_not_its_replica_count() {
     let node = world.node("n1");
     let mut service = world.service("web");
     assert!(!is_outdated(&task, &service, Some(&node)));
+    // Every spec change bumps the version.
+    service.spec_version += 1;
     service.spec.as_mut().unwrap().mode = Some(Mode::Replicated(ReplicatedMode { replicas: 9 }));
     assert!(
         !is_outdated(&task, &service, Some(&node)),

@@ -259,4 +259,34 @@ impl World {
             }
         }
     }
+
+    /// Like [`Self::converge_tasks`], but places each pending task on the
+    /// ready, active node with the fewest runnable tasks of the service.
+    pub fn converge_spread(&mut self, service_id: &str) {
+        for task in self.tasks(service_id) {
+            if !task.node_id.is_empty() || observed(&task) != TaskState::Pending {
+                continue;
+            }
+            if !is_runnable(&task) {
+                continue;
+            }
+            let node = self.least_loaded(service_id);
+            let id = task_id(&task).to_owned();
+            self.set_state(&id, TaskState::Assigned, Some(&node));
+        }
+        self.converge_tasks(service_id, "");
+    }
+
+    fn least_loaded(&self, service_id: &str) -> String {
+        let runnable = self.runnable(service_id);
+        self.state
+            .nodes()
+            .filter(|n| crate::orchestrator::nodes::is_usable(n))
+            .filter_map(|n| n.meta.as_ref().map(|m| m.id.clone()))
+            .min_by_key(|id| {
+                let load = runnable.iter().filter(|t| &t.node_id == id).count();
+                (load, id.clone())
+            })
+            .expect("a usable node")
+    }
 }
