@@ -1,5 +1,6 @@
-//! `rswarm bench`: measurements against a live cluster, for
-//! docs/benchmarks.md. Not a test: it reports numbers, it asserts nothing.
+//! `rswarm bench`: measurements against a live cluster (or, for
+//! `dispatch`, one started in this process), for docs/benchmarks.md. Not a
+//! test: it reports numbers, it asserts nothing.
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +8,9 @@ use anyhow::{Context, Result};
 use rswarm_proto::*;
 
 use crate::client::Daemon;
+
+#[path = "bench_dispatch.rs"]
+mod dispatch;
 
 /// Most concurrent clients `bench writes` runs.
 const CLIENTS_MAX: usize = 1024;
@@ -24,6 +28,10 @@ pub enum BenchCommand {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
         duration: Duration,
     },
+    /// Task assignment and status reporting at scale, in this process:
+    /// managers, simulated nodes, and tasks written already ASSIGNED; times
+    /// until every task is RUNNING. Needs no daemon.
+    Dispatch(dispatch::DispatchArgs),
 }
 
 pub async fn run(d: &Daemon, cmd: BenchCommand) -> Result<()> {
@@ -31,6 +39,7 @@ pub async fn run(d: &Daemon, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Writes { clients, duration } => {
             writes(d, clients.clamp(1, CLIENTS_MAX), duration).await
         }
+        BenchCommand::Dispatch(args) => dispatch::dispatch(args).await,
     }
 }
 
