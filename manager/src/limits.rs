@@ -176,6 +176,21 @@ pub const STATUS_PROPOSAL_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// `OBJECT_SIZE_MAX` so one report can never make a whole batch fail.
 pub const STATUS_TEXT_BYTES_MAX: usize = 2048;
 
+/// How long a status write refused because the leader's lease lapsed is
+/// retried. The lease lapses when followers acknowledge nothing for an
+/// election timeout (busy with a burst of large entries on a loaded host);
+/// it usually returns within a few heartbeats, and the calls waiting on the
+/// write have `REQUEST_TIMEOUT` in all.
+pub const STATUS_LEASE_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// Pause between two attempts while the leader's lease has lapsed: a
+/// heartbeat round trip.
+pub const STATUS_LEASE_RETRY_PERIOD: Duration = Duration::from_millis(50);
+
 const _: () = assert!(STATUS_UPDATES_PER_CALL_MAX <= STATUS_BATCH_UPDATES_MAX);
+const _: () = assert!(
+    STATUS_FLUSH_DELAY.as_millis() + STATUS_LEASE_WAIT_MAX.as_millis()
+        < REQUEST_TIMEOUT.as_millis()
+);
 const _: () = assert!(STATUS_PROPOSAL_BYTES_MAX < crate::store::limits::PROPOSAL_SIZE_MAX);
 const _: () = assert!(STATUS_FLUSH_DELAY.as_millis() < REQUEST_TIMEOUT.as_millis());

@@ -1,6 +1,7 @@
 //! `rswarm bench`: measurements for docs/benchmarks.md, against a live
-//! cluster or (`bench scheduler`) in memory. Not a test: it reports
-//! numbers, it asserts nothing.
+//! cluster, in memory (`scheduler`), or with managers and simulated nodes
+//! started in this process (`dispatch`). Not a test: it reports numbers, it
+//! asserts nothing.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,9 @@ use anyhow::{Context, Result};
 use rswarm_proto::*;
 
 use crate::client::Daemon;
+
+#[path = "bench_dispatch.rs"]
+mod dispatch;
 
 /// Most concurrent clients `bench writes` runs.
 const CLIENTS_MAX: usize = 1024;
@@ -54,6 +58,10 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Task assignment and status reporting at scale, in this process:
+    /// managers, simulated nodes, and tasks written already ASSIGNED; times
+    /// until every task is RUNNING. Needs no daemon.
+    Dispatch(dispatch::DispatchArgs),
 }
 
 pub async fn run(d: &Daemon, cmd: BenchCommand) -> Result<()> {
@@ -75,6 +83,7 @@ pub async fn run(d: &Daemon, cmd: BenchCommand) -> Result<()> {
             });
             Ok(())
         }
+        BenchCommand::Dispatch(args) => dispatch::dispatch(args).await,
     }
 }
 

@@ -17,17 +17,17 @@
 //!
 //! Invariants: only `status` is written, never `desired_state`; a status
 //! only moves forward ([`merge_status`]); a batch is planned from the store
-//! as a whole and re-planned from fresh reads after each proposal or
-//! conflict, never task by task.
+//! as a whole, once, and a proposal that meets a conflict is re-planned
+//! from a fresh read as a whole, never task by task.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prost::Message;
 use rswarm_proto::object::Kind;
 use rswarm_proto::{
-    ActionKind, Proposal, StoreAction, Task, TaskState, TaskStatus, TaskStatusUpdate,
-    UpdateTaskStatusRequest, UpdateTaskStatusResponse,
+    ActionKind, Proposal, Task, TaskState, TaskStatus, TaskStatusUpdate, UpdateTaskStatusRequest,
+    UpdateTaskStatusResponse,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -36,9 +36,9 @@ use tonic::Status;
 use tracing::{debug, warn};
 
 use crate::limits::{
-    CONFLICT_RETRIES_MAX, STATUS_BATCH_UPDATES_MAX, STATUS_FLUSH_DELAY, STATUS_PROPOSAL_BYTES_MAX,
-    STATUS_PROPOSAL_TASKS_MAX, STATUS_QUEUE_MAX, STATUS_TEXT_BYTES_MAX,
-    STATUS_UPDATES_PER_CALL_MAX,
+    CONFLICT_RETRIES_MAX, STATUS_BATCH_UPDATES_MAX, STATUS_FLUSH_DELAY, STATUS_LEASE_RETRY_PERIOD,
+    STATUS_LEASE_WAIT_MAX, STATUS_PROPOSAL_BYTES_MAX, STATUS_PROPOSAL_TASKS_MAX, STATUS_QUEUE_MAX,
+    STATUS_TEXT_BYTES_MAX, STATUS_UPDATES_PER_CALL_MAX,
 };
 use crate::manager::{ManagerContext, action, now_ms};
 use crate::raft::node::RaftNodeError;
@@ -178,8 +178,13 @@ pub fn check_updates(
 }
 
 /// The tasks `batch` changes in `s`, with the versions read (several updates
-/// of one task fold into one write).
-pub fn plan(s: &StoreState, batch: &[(&str, &[TaskStatusUpdate])], now_ms: i64) -> Vec<Task> {
+/// of one task fold into one write); only the tasks in `only` when given.
+pub fn plan(
+    s: &StoreState,
+    batch: &[(&str, &[TaskStatusUpdate])],
+    only: Option<&HashSet<String>>,
+    now_ms: i64,
+) -> Vec<Task> {
     let mut changed: BTreeMap<&str, Task> = BTreeMap::new();
     for (node_id, updates) in batch {
         for update in *updates {
@@ -187,6 +192,9 @@ pub fn plan(s: &StoreState, batch: &[(&str, &[TaskStatusUpdate])], now_ms: i64) 
                 continue;
             };
             let id = update.task_id.as_str();
+            if only.is_some_and(|only| !only.contains(id)) {
+                continue;
+            }
             let Some(current) = changed.get(id).or_else(|| s.task(id)) else {
                 continue;
             };
@@ -203,23 +211,27 @@ pub fn plan(s: &StoreState, batch: &[(&str, &[TaskStatusUpdate])], now_ms: i64) 
     changed.into_values().collect()
 }
 
-/// The first proposal's worth of `tasks`: at most
-/// `STATUS_PROPOSAL_TASKS_MAX` tasks and `STATUS_PROPOSAL_BYTES_MAX` bytes
-/// (always at least one task).
-fn first_chunk(tasks: Vec<Task>) -> Vec<StoreAction> {
-    let mut actions = Vec::new();
+/// `tasks` cut into proposals of at most `STATUS_PROPOSAL_TASKS_MAX` tasks
+/// and `STATUS_PROPOSAL_BYTES_MAX` bytes (a task alone always fits).
+fn chunks(tasks: Vec<Task>) -> Vec<Vec<Task>> {
+    let mut chunks = Vec::new();
+    let mut current: Vec<Task> = Vec::new();
     let mut bytes = 0;
     for task in tasks {
         let size = task.encoded_len();
-        let full = actions.len() >= STATUS_PROPOSAL_TASKS_MAX
-            || (!actions.is_empty() && bytes + size > STATUS_PROPOSAL_BYTES_MAX);
+        let full = current.len() >= STATUS_PROPOSAL_TASKS_MAX
+            || (!current.is_empty() && bytes + size > STATUS_PROPOSAL_BYTES_MAX);
         if full {
-            break;
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
         }
         bytes += size;
-        actions.push(action(ActionKind::Update, Kind::Task(task)));
+        current.push(task);
     }
-    actions
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
 }
 
 // ---------------------------------------------------------------------------
@@ -308,40 +320,63 @@ async fn collect(rx: &mut mpsc::Receiver<StatusRequest>) -> Option<Vec<StatusReq
     Some(batch)
 }
 
-/// Writes `batch` in as many proposals as it takes, re-planning from the
-/// store after each one (and after a conflict).
+/// Writes `batch`: planned once from the store, then one proposal per chunk.
 async fn commit(ctx: &ManagerContext, batch: &[StatusRequest]) -> Result<(), Status> {
     let views: Vec<(&str, &[TaskStatusUpdate])> = batch
         .iter()
         .map(|r| (r.node_id.as_str(), r.updates.as_slice()))
         .collect();
-    let n_updates: usize = views.iter().map(|(_, u)| u.len()).sum();
-    // Every round commits at least one task or counts a conflict.
-    let rounds_max = n_updates + CONFLICT_RETRIES_MAX as usize;
+    let tasks = ctx.store.read(|s| plan(s, &views, None, now_ms()));
+    for chunk in chunks(tasks) {
+        commit_chunk(ctx, &views, chunk).await?;
+    }
+    Ok(())
+}
+
+/// Proposes one chunk; after a conflict, re-plans just its tasks from a
+/// fresh read. A write refused because the leader's lease lapsed (its
+/// followers acknowledged nothing lately, e.g. busy with a burst of large
+/// entries) is retried for a while: the lease usually comes back within a
+/// heartbeat or two, and failing would make every node send again.
+async fn commit_chunk(
+    ctx: &ManagerContext,
+    views: &[(&str, &[TaskStatusUpdate])],
+    mut chunk: Vec<Task>,
+) -> Result<(), Status> {
+    let ids: HashSet<String> = chunk
+        .iter()
+        .filter_map(|t| t.meta.as_ref().map(|m| m.id.clone()))
+        .collect();
+    let lease_deadline = Instant::now() + STATUS_LEASE_WAIT_MAX;
     let mut conflicts = 0;
-    for _ in 0..rounds_max {
-        let tasks = ctx.store.read(|s| plan(s, &views, now_ms()));
-        if tasks.is_empty() {
-            return Ok(());
-        }
+    while !chunk.is_empty() {
         let proposal = Proposal {
-            actions: first_chunk(tasks),
+            actions: chunk
+                .into_iter()
+                .map(|t| action(ActionKind::Update, Kind::Task(t)))
+                .collect(),
             timestamp_ms: now_ms(),
         };
         match ctx.raft.propose(proposal).await {
-            Ok(_) => conflicts = 0,
+            Ok(_) => return Ok(()),
             Err(RaftNodeError::Rejected(StoreError::Conflict { .. })) => {
                 conflicts += 1;
                 if conflicts >= CONFLICT_RETRIES_MAX {
-                    break;
+                    return Err(Status::aborted(
+                        "task status kept conflicting with other changes: retry",
+                    ));
                 }
+            }
+            Err(RaftNodeError::NotLeader { leader_addr: None })
+                if ctx.raft.is_leader() && Instant::now() < lease_deadline =>
+            {
+                tokio::time::sleep(STATUS_LEASE_RETRY_PERIOD).await;
             }
             Err(e) => return Err(ctx.status_from_raft(e).await),
         }
+        chunk = ctx.store.read(|s| plan(s, views, Some(&ids), now_ms()));
     }
-    Err(Status::aborted(
-        "task status kept conflicting with other changes: retry",
-    ))
+    Ok(())
 }
 
 #[cfg(test)]

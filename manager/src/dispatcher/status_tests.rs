@@ -186,7 +186,7 @@ fn plan_folds_updates_and_keeps_desired_state() {
         update(&id, TaskState::Running),
     ];
     let second = [update(&id, TaskState::Starting)];
-    let planned = plan(&s, &[("n1", &first), ("n1", &second)], 1);
+    let planned = plan(&s, &[("n1", &first), ("n1", &second)], None, 1);
     assert_eq!(planned.len(), 1);
     let written = &planned[0];
     assert_eq!(
@@ -200,18 +200,32 @@ fn plan_folds_updates_and_keeps_desired_state() {
         "the version read"
     );
     assert!(
-        plan(&s, &[("n2", &first)], 1).is_empty(),
+        plan(&s, &[("n2", &first)], None, 1).is_empty(),
         "another node's task"
+    );
+    let elsewhere: HashSet<String> = ["other".to_string()].into();
+    assert!(
+        plan(&s, &[("n1", &first)], Some(&elsewhere), 1).is_empty(),
+        "only the chunk's tasks"
     );
 }
 
-/// Goal: proposals stay within the task-count limit.
+/// Goal: proposals stay within the task-count and byte limits, and every
+/// task lands in exactly one of them.
 #[test]
-fn chunks_respect_the_task_limit() {
+fn chunks_respect_the_limits() {
     let tasks: Vec<Task> = (0..STATUS_PROPOSAL_TASKS_MAX + 5)
         .map(|i| task("n1", i as u64, TaskState::Running))
         .collect();
-    assert_eq!(first_chunk(tasks).len(), STATUS_PROPOSAL_TASKS_MAX);
+    let sizes: Vec<usize> = chunks(tasks).iter().map(Vec::len).collect();
+    assert_eq!(sizes, [STATUS_PROPOSAL_TASKS_MAX, 5]);
+    let mut big = task("n1", 1, TaskState::Running);
+    big.service_name = "x".repeat(STATUS_PROPOSAL_BYTES_MAX / 3);
+    let sizes: Vec<usize> = chunks(vec![big.clone(), big.clone(), big.clone(), big])
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(sizes, [2, 2]);
 }
 
 // ---- Calls on a real manager --------------------------------------------------
