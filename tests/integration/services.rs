@@ -164,6 +164,12 @@ fn services_place_scale_and_follow_nodes() -> Result<()> {
     wait_processes(cmd, 0)?;
     wait_processes("/bin/sleep 61002", 0)?;
 
+    logs_name_their_source_and_skip_dead_nodes(&mut c)
+}
+
+/// `service logs` from a follower: every task's line with its prefix; then
+/// a node dies and the command names it instead of hanging.
+fn logs_name_their_source_and_skip_dead_nodes(c: &mut Cluster) -> Result<()> {
     // Logs come back from every node with the task prefix; a node that is
     // gone is named, not waited for.
     c.node("m1").ok(&[
@@ -481,6 +487,15 @@ fn restarts_and_rolling_updates() -> Result<()> {
         "exit codes not recorded: {tasks:?}"
     );
 
+    failing_update_rolls_back(&c)?;
+    failing_update_pauses(&c)?;
+    update_order_is_observable(&c)?;
+    update_outlives_its_leader(&mut c)
+}
+
+/// A failing update with failure action rollback rolls back by itself.
+fn failing_update_rolls_back(c: &Cluster) -> Result<()> {
+    let m1 = c.node("m1");
     // A failing update rolls back by itself.
     m1.ok(&[
         "service",
@@ -500,16 +515,22 @@ fn restarts_and_rolling_updates() -> Result<()> {
         "/bin/sleep",
         "61020",
     ])?;
-    wait_running(&c, "m1", "web", 2)?;
+    wait_running(c, "m1", "web", 2)?;
     let (code, _) = m1.fails(&["service", "update", "--args", "/bin/false", "web"])?;
     ensure!(code == 1, "a rolled-back update exits 1, got {code}");
     wait_until(CONVERGE, || {
         Ok(update_state(m1, "web")? == UpdateState::RollbackCompleted)
     })
     .with_context(|| format!("no automatic rollback: {:?}", update_state(m1, "web")))?;
-    wait_running(&c, "m1", "web", 2)?;
+    wait_running(c, "m1", "web", 2)?;
     wait_processes("/bin/sleep 61020", 2)?;
 
+    Ok(())
+}
+
+/// With pause, a failing update stops and says so.
+fn failing_update_pauses(c: &Cluster) -> Result<()> {
+    let m1 = c.node("m1");
     // With pause, the update stops and says so.
     m1.ok(&[
         "service",
@@ -530,6 +551,12 @@ fn restarts_and_rolling_updates() -> Result<()> {
     let state = update_state(m1, "careful")?;
     ensure!(state == UpdateState::Paused, "not paused: {state:?}");
 
+    Ok(())
+}
+
+/// Update order, seen in the status timestamps of old and new tasks.
+fn update_order_is_observable(c: &Cluster) -> Result<()> {
+    let m1 = c.node("m1");
     // Update order, seen in the status timestamps of old and new tasks.
     for (order, name, marker) in [
         ("start-first", "sf", "61022"),
@@ -547,9 +574,9 @@ fn restarts_and_rolling_updates() -> Result<()> {
             "/bin/sleep",
             marker,
         ])?;
-        let old = wait_running(&c, "m1", name, 1)?.remove(0);
+        let old = wait_running(c, "m1", name, 1)?.remove(0);
         m1.ok(&["service", "update", "--args", "/bin/sleep 61024", name])?;
-        let new = wait_running(&c, "m1", name, 1)?.remove(0);
+        let new = wait_running(c, "m1", name, 1)?.remove(0);
         let old_id = old.meta.clone().unwrap_or_default().id;
         let old = m1
             .tasks(name)?
@@ -569,6 +596,12 @@ fn restarts_and_rolling_updates() -> Result<()> {
         }
     }
 
+    Ok(())
+}
+
+/// The leader dies mid-update; the next one finishes the update.
+fn update_outlives_its_leader(c: &mut Cluster) -> Result<()> {
+    let m1 = c.node("m1");
     // The leader dies mid-update; the next one finishes the update.
     m1.ok(&[
         "service",
@@ -586,7 +619,7 @@ fn restarts_and_rolling_updates() -> Result<()> {
         "/bin/sleep",
         "61025",
     ])?;
-    wait_running(&c, "m1", "long", 6)?;
+    wait_running(c, "m1", "long", 6)?;
     m1.ok(&[
         "service",
         "update",
