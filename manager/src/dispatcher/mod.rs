@@ -1,8 +1,9 @@
 //! The dispatcher: every node's session with the leader. Nodes heartbeat;
 //! the leader keeps the last heartbeat of each node **in memory** and writes
 //! to Raft only when a node's status changes (Ready on the first beat after
-//! a gap, Down after `HEARTBEATS_MISSED_MAX` missed beats). A follower
-//! redirects the node to the leader.
+//! a gap, Down after `HEARTBEATS_MISSED_MAX` missed beats, or after
+//! `DISCONNECTED_BEATS_MAX` periods when its assignments stream broke and no
+//! beat followed). A follower redirects the node to the leader.
 //!
 //! - `assignments`: the `Assignments` stream, one store watcher fanned out
 //!   to one bounded queue per connected node.
