@@ -38,7 +38,7 @@ async fn start_manager(dir: &std::path::Path) -> Manager {
         advertise_addr: addr,
     };
     let creds = CredentialsHandle::new(cluster.credentials.clone()).unwrap();
-    let manager = Manager::start(config, creds).await.unwrap();
+    let manager = Manager::start_with(config, creds, false).await.unwrap();
     manager.bootstrap(&cluster).await.unwrap();
     manager
 }

@@ -168,6 +168,11 @@ impl Node {
         }
     }
 
+    /// The daemon's process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the daemon process is running.
     pub fn is_running(&mut self) -> bool {
         self.child
