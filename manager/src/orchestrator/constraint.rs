@@ -1,114 +1,27 @@
 //! Placement constraints as far as the orchestrators need them: whether a
 //! node satisfies a service's `placement.constraints` (a global service runs
-//! only on nodes that do).
-//!
-//! The scheduler owns the full constraint language and its "why not" text;
-//! this is a small private matcher behind one function, [`node_satisfies`],
-//! so it can later call the scheduler's parser instead.
+//! only on nodes that do; an update or rebalance moves tasks off nodes that
+//! no longer do). The language is the scheduler's: same parser, same
+//! attribute values, so the two never disagree about a node.
 //!
 //! **Invariant:** a constraint that does not parse, or names an attribute we
 //! do not know, is not satisfied: a typo must not place tasks everywhere.
 
-use rswarm_proto::{Node, NodeRole};
+use rswarm_proto::Node;
+#[cfg(test)]
+use rswarm_proto::NodeRole;
+
+use crate::scheduler::{Constraint, NodeInfo};
 
 /// Whether `node` satisfies every constraint (none: always).
 pub fn node_satisfies(node: &Node, constraints: &[String]) -> bool {
-    constraints
-        .iter()
-        .all(|c| Constraint::parse(c).is_some_and(|c| c.matches(node)))
-}
-
-/// `==` or `!=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Operator {
-    Equal,
-    NotEqual,
-}
-
-/// One parsed `key==value` / `key!=value` expression.
-#[derive(Debug, PartialEq, Eq)]
-struct Constraint<'a> {
-    key: String,
-    operator: Operator,
-    value: &'a str,
-}
-
-impl<'a> Constraint<'a> {
-    fn parse(text: &'a str) -> Option<Constraint<'a>> {
-        let (key, operator, value) = if let Some((k, v)) = text.split_once("==") {
-            (k, Operator::Equal, v)
-        } else {
-            let (k, v) = text.split_once("!=")?;
-            (k, Operator::NotEqual, v)
-        };
-        let key = key.trim();
-        let value = value.trim();
-        if key.is_empty() || value.is_empty() {
-            return None;
-        }
-        Some(Constraint {
-            key: key.to_owned(),
-            operator,
-            value,
-        })
+    if constraints.is_empty() {
+        return true;
     }
-
-    /// Keys are case-insensitive; label values compare exactly, other values
-    /// ignore case (as in SwarmKit).
-    fn matches(&self, node: &Node) -> bool {
-        let key = self.key.to_ascii_lowercase();
-        let (actual, exact) = match key.as_str() {
-            "node.id" => (node.meta.as_ref().map(|m| m.id.clone()), false),
-            "node.hostname" => (node.description.as_ref().map(|d| d.hostname.clone()), false),
-            "node.role" => (Some(role_name(node.role()).to_owned()), false),
-            "node.platform.os" => (platform(node, |p| p.os.clone()), false),
-            "node.platform.arch" => (platform(node, |p| p.architecture.clone()), false),
-            _ => match label_key(&self.key) {
-                Some(label) => (node_label(node, label), true),
-                None => return false,
-            },
-        };
-        let equal = actual.is_some_and(|a| {
-            if exact {
-                a == self.value
-            } else {
-                a.eq_ignore_ascii_case(self.value)
-            }
-        });
-        match self.operator {
-            Operator::Equal => equal,
-            Operator::NotEqual => !equal,
-        }
-    }
-}
-
-fn role_name(role: NodeRole) -> &'static str {
-    match role {
-        NodeRole::Manager => "manager",
-        NodeRole::Worker => "worker",
-    }
-}
-
-fn platform(node: &Node, field: impl Fn(&rswarm_proto::Platform) -> String) -> Option<String> {
-    node.description
-        .as_ref()
-        .and_then(|d| d.platform.as_ref())
-        .map(field)
-}
-
-/// The label name in `node.labels.<name>` (the prefix in any case).
-fn label_key(key: &str) -> Option<&str> {
-    const PREFIX: &str = "node.labels.";
-    let head = key.get(..PREFIX.len())?;
-    let label = &key[PREFIX.len()..];
-    (head.eq_ignore_ascii_case(PREFIX) && !label.is_empty()).then_some(label)
-}
-
-fn node_label(node: &Node, label: &str) -> Option<String> {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.annotations.as_ref())
-        .and_then(|a| a.labels.get(label).cloned())
+    let info = NodeInfo::new(node);
+    constraints.iter().all(|text| {
+        Constraint::parse(text).is_ok_and(|c| c.holds_for(info.attribute(c.attribute())))
+    })
 }
 
 #[cfg(test)]

@@ -12,8 +12,9 @@
 //!   `node.platform.os`, `node.platform.arch`, `node.labels.<label>`. A label
 //!   name matches the node's label of exactly that name, or else one that
 //!   differs only in case.
-//! - Values are case-sensitive, except for `node.role` (`manager` or
-//!   `worker`), `node.platform.os` and `node.platform.arch`; the architecture
+//! - Values are case-sensitive, except for `node.hostname` (a DNS name),
+//!   `node.role` (`manager` or `worker`), `node.platform.os` and
+//!   `node.platform.arch`; the architecture
 //!   also accepts Docker's names for Rust's (`amd64` for `x86_64`, `arm64` for
 //!   `aarch64`).
 //! - `!=` holds on a node that lacks the label; `==` does not.
@@ -78,11 +79,12 @@ impl NodeAttribute {
     /// string equality.
     fn normalize_value(&self, value: &str) -> String {
         match self {
-            NodeAttribute::Role | NodeAttribute::PlatformOs => value.to_ascii_lowercase(),
-            NodeAttribute::PlatformArch => normalize_arch(value),
-            NodeAttribute::Id | NodeAttribute::Hostname | NodeAttribute::Label(_) => {
-                value.to_owned()
+            // Host names are DNS names, which ignore case (SwarmKit too).
+            NodeAttribute::Role | NodeAttribute::PlatformOs | NodeAttribute::Hostname => {
+                value.to_ascii_lowercase()
             }
+            NodeAttribute::PlatformArch => normalize_arch(value),
+            NodeAttribute::Id | NodeAttribute::Label(_) => value.to_owned(),
         }
     }
 }
@@ -369,10 +371,11 @@ mod tests {
     }
 
     #[test]
-    fn label_values_and_hostnames_are_case_sensitive() {
+    fn label_values_and_ids_are_case_sensitive_hostnames_are_not() {
         assert!(!parse("node.labels.zone==A").holds_for(Some("a")));
-        assert!(!parse("node.hostname==Web1").holds_for(Some("web1")));
         assert!(!parse("node.id==ABC").holds_for(Some("abc")));
+        // Host names are DNS names; NodeInfo keeps them in lower case.
+        assert!(parse("node.hostname==Web1").holds_for(Some("web1")));
     }
 
     #[test]

@@ -101,6 +101,7 @@ pub fn is_pending(task: &Task) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeInfo {
     id: String,
+    /// Lower case: constraints on host names ignore case.
     hostname: String,
     /// "manager" or "worker".
     role: &'static str,
@@ -128,7 +129,9 @@ impl NodeInfo {
         let availability = node.spec.as_ref().map(|s| s.availability);
         NodeInfo {
             id: node.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
-            hostname: description.map(|d| d.hostname.clone()).unwrap_or_default(),
+            hostname: description
+                .map(|d| d.hostname.to_ascii_lowercase())
+                .unwrap_or_default(),
             role: if node.role == NodeRole::Manager as i32 {
                 "manager"
             } else {
