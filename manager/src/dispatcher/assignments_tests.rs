@@ -445,3 +445,22 @@ async fn losing_the_leadership_ends_every_stream() {
     assert_eq!(m.ctx.dispatcher.assignments.connected(), 0);
     m.stop().await;
 }
+
+/// Goal: removing a node ends its stream at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_node_ends_its_stream() {
+    let (m, cluster) = start_leader().await;
+    let n1 = add_worker(&m.ctx, "w1").await;
+    let mut stream = open_stream(&m, &cluster.cluster_id, &n1).await;
+    next(&mut stream).await;
+    let node = m.ctx.store.read(|s| s.node(&n1).cloned()).unwrap();
+    m.ctx
+        .propose(vec![crate::manager::action(
+            ActionKind::Delete,
+            Kind::Node(node),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(ended(&mut stream).await.code(), tonic::Code::Unavailable);
+    m.stop().await;
+}
