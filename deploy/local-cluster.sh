@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A real multi-node rswarm cluster on this machine: every node is its own
 # `rswarm daemon` process with its own data dir, run dir and port on
-# loopback, formed with join tokens exactly as on separate hosts.
+# loopback, formed with join tokens exactly as on separate hosts. It then
+# runs a real service on it: a web server (process driver) on a worker,
+# answering on 127.0.0.1:$RSWARM_LOCAL_WEB_PORT (default 8080).
 #
 #   deploy/local-cluster.sh up [--managers M] [--workers W]
 #   deploy/local-cluster.sh down
@@ -13,6 +15,7 @@ cd "$(dirname "$0")/.."
 DIR=${RSWARM_LOCAL_DIR:-/tmp/rswarm-local}
 BASE_PORT=${RSWARM_LOCAL_BASE_PORT:-7377}
 BIN=${RSWARM_BIN:-$PWD/target/release/rswarm}
+WEB_PORT=${RSWARM_LOCAL_WEB_PORT:-8080}
 
 usage() { echo "usage: $0 up [--managers M] [--workers W] | down" >&2; exit 125; }
 
@@ -80,11 +83,42 @@ up() {
   done
   rs manager1 node ls
   echo
+  serve_web
+  echo
   echo "export RSWARM_HOST=$(node_host manager1)"
+}
+
+# The demo service: python's web server, one replica on a worker (all nodes
+# share this machine's ports, so one replica per published port).
+serve_web() {
+  command -v python3 >/dev/null 2>&1 || apt-get install -y -qq python3-minimal >/dev/null
+  command -v curl >/dev/null 2>&1 || apt-get install -y -qq curl >/dev/null
+  local site=$DIR/site
+  mkdir -p "$site"
+  echo "hello from rswarm" >"$site/index.html"
+  rs manager1 service create --driver process --name web --replicas 1 \
+    --publish "published=$WEB_PORT,target=$WEB_PORT,mode=host" \
+    "$(command -v python3)" -m http.server "$WEB_PORT" --bind 127.0.0.1 --directory "$site"
+  rs manager1 service ps web
+  for _ in $(seq 1 50); do
+    if curl -fsS "http://127.0.0.1:$WEB_PORT/" 2>/dev/null; then
+      echo "service web answers on http://127.0.0.1:$WEB_PORT/"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "service web does not answer on 127.0.0.1:$WEB_PORT; see 'rswarm service logs web'" >&2
+  exit 1
 }
 
 down() {
   [ -d "$DIR" ] || { echo "no local cluster in $DIR"; return 0; }
+  # Leaving stops each node's tasks; stopping a daemon alone leaves them
+  # running under their shims, as it should on a real host.
+  for pidfile in "$DIR"/*/pid; do
+    [ -f "$pidfile" ] || continue
+    rs "$(basename "$(dirname "$pidfile")")" leave --force >/dev/null 2>&1 || true
+  done
   for pidfile in "$DIR"/*/pid; do
     [ -f "$pidfile" ] || continue
     kill "$(cat "$pidfile")" 2>/dev/null || true

@@ -29,6 +29,3 @@ fn total_memory_bytes() -> Option<i64> {
     let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
-
-/// The task drivers this build of the agent can run.
-pub const DRIVERS: &[&str] = &["process"];

@@ -15,6 +15,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A shim is one small process per task: it skips clap and the async
+    // runtime (no worker threads) to stay as small as it can.
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(verb), Some(task_dir), None) = (args.next(), args.next(), args.next())
+        && verb == "shim"
+    {
+        return ExitCode::from(rswarm_agent::shim::run(std::path::Path::new(&task_dir)));
+    }
     let cli = match commands::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

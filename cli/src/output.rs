@@ -29,6 +29,13 @@ impl ListFormat {
 
 /// Prints rows as a Docker-style table.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    print!("{}", format_table(headers, rows));
+}
+
+/// Renders rows as a Docker-style table: upper-case headers, columns
+/// padded to their widest cell and three spaces apart, no trailing blanks.
+/// Each line ends with a newline.
+pub fn format_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut table = Table::new();
     table.load_preset(presets::NOTHING);
     table.set_header(headers.iter().copied());
@@ -41,9 +48,12 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
         column.set_cell_alignment(CellAlignment::Left);
         column.set_constraint(ColumnConstraint::ContentWidth);
     }
+    let mut text = String::new();
     for line in table.lines() {
-        println!("{}", line.trim_end());
+        text.push_str(line.trim_end());
+        text.push('\n');
     }
+    text
 }
 
 /// Prints one JSON object per line.
@@ -87,13 +97,18 @@ impl Filters {
     }
 }
 
-/// "3 seconds ago", "2 minutes ago": Docker's relative times.
-pub fn ago(ms: i64) -> String {
-    let now = std::time::SystemTime::now()
+/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let secs = ((now - ms) / 1000).max(0);
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// How long before `now_ms` the time `ms` was, in Docker's words:
+/// "3 seconds ago", "2 minutes ago".
+pub fn ago_at(ms: i64, now_ms: i64) -> String {
+    let secs = (now_ms.saturating_sub(ms) / 1000).max(0);
     let (n, unit) = match secs {
         0 => return "Less than a second ago".into(),
         s if s < 60 => (s, "second"),

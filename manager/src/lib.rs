@@ -6,10 +6,15 @@
 //! - `manager`: a running manager (context shared by services and loops).
 //! - `leader`: finding the leader, forwarding, "no leader" errors.
 //! - `authz`: who may call what.
-//! - `controlapi`: the control API (nodes, cluster, join tokens, configs).
+//! - `controlapi`: the control API (nodes, services, tasks, cluster, join
+//!   tokens, configs, logs).
+//! - `spec`: service spec validation and defaults.
 //! - `ca`: the cluster CA (join, renewal).
 //! - `dispatcher`: node sessions and liveness.
 //! - `membership`: Raft membership follows node roles.
+//! - `scheduler`: places pending tasks on nodes (leader loop + pure core).
+//! - `orchestrator`: services to tasks (replicated, global, restarts,
+//!   rolling updates and rollbacks, rebalancing, task reaper).
 //! - `bootstrap`: a new cluster's first objects.
 
 pub mod authz;
@@ -21,7 +26,10 @@ pub mod leader;
 pub mod limits;
 pub mod manager;
 pub mod membership;
+pub mod orchestrator;
 pub mod raft;
+pub mod scheduler;
+pub mod spec;
 pub mod store;
 
 pub use manager::{Manager, ManagerConfig, ManagerContext};

@@ -62,6 +62,13 @@ pub const HEARTBEAT_PERIOD_MAX: Duration = Duration::from_secs(60);
 /// A node is Down after this many missed heartbeats.
 pub const HEARTBEATS_MISSED_MAX: u32 = 3;
 
+/// A node whose assignments stream broke is Down unless it heartbeats within
+/// this many periods: a live node beats within one period whatever happened
+/// to its stream, and a restarted daemon within a second or so, while a dead
+/// host is noticed in two periods instead of three (a network partition,
+/// which closes nothing, still takes three).
+pub const DISCONNECTED_BEATS_MAX: f64 = 2.0;
+
 /// Default lifetime of node certificates (SwarmKit's default).
 pub const NODE_CERT_EXPIRY_DEFAULT: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Shortest node certificate lifetime (SwarmKit's minimum).
@@ -75,6 +82,19 @@ pub const MEMBERSHIP_RECONCILE_PERIOD: Duration = Duration::from_millis(500);
 
 /// Retries of an internal read-modify-write that met a concurrent change.
 pub const CONFLICT_RETRIES_MAX: u32 = 8;
+
+/// `service logs` waits this long for a node to connect and answer before it
+/// reports the node as unreachable and goes on without it: the command must
+/// never hang on a dead node (a long-standing swarm complaint).
+pub const LOG_NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// With `service logs -f`, the store is checked this often for tasks that
+/// started after the command did.
+pub const LOG_FOLLOW_POLL: Duration = Duration::from_secs(1);
+
+/// Log batches queued for one `service logs` client; a slow client slows the
+/// node streams instead of growing memory.
+pub const LOG_STREAM_QUEUE_MAX: usize = 256;
 
 // ---- Dispatcher: assignments ----
 

@@ -177,6 +177,17 @@ impl Manager {
         config: ManagerConfig,
         creds: CredentialsHandle,
     ) -> Result<Manager, ManagerError> {
+        Self::start_with(config, creds, true).await
+    }
+
+    /// Like [`Self::start`], without the orchestrators when
+    /// `orchestrate` is false: for tests whose fixtures write tasks
+    /// themselves and play the orchestrator's part.
+    pub(crate) async fn start_with(
+        config: ManagerConfig,
+        creds: CredentialsHandle,
+        orchestrate: bool,
+    ) -> Result<Manager, ManagerError> {
         let store = Store::default();
         let channels = ChannelCache::new(rswarm_pki::client_config(&creds)?);
         let raft = RaftNode::open(
@@ -203,24 +214,30 @@ impl Manager {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         };
-        manager.spawn_loops();
+        manager.spawn_loops(orchestrate);
         info!(raft_id = config.raft_id, "manager started");
         Ok(manager)
     }
 
-    fn spawn_loops(&self) {
+    fn spawn_loops(&self, orchestrate: bool) {
         let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
         self.tasks
             .spawn(crate::dispatcher::liveness_loop(ctx, cancel));
         let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
         self.tasks
             .spawn(crate::membership::reconcile_loop(ctx, cancel));
+        self.tasks
+            .spawn(crate::scheduler::run(self.ctx.clone(), self.cancel.clone()));
         let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
         self.tasks
             .spawn(crate::dispatcher::assignments::fan_out_loop(ctx, cancel));
         let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
         self.tasks
             .spawn(crate::dispatcher::status::commit_loop(ctx, cancel));
+        if orchestrate {
+            let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
+            self.tasks.spawn(crate::orchestrator::run(ctx, cancel));
+        }
     }
 
     /// The state shared by the services and loops.

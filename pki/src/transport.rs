@@ -282,18 +282,16 @@ fn is_resource_error(e: &io::Error) -> bool {
 /// until the first RPC; each (re)connect dials TCP (with
 /// [`CONNECT_TIMEOUT`], TCP_NODELAY), then does the TLS handshake with
 /// `config`, verifying the server as `server_name` (usually
-/// [`crate::MANAGER_SERVER_NAME`]). HTTP/2 keep-alive pings detect dead
+/// [`crate::MANAGER_SERVER_NAME`]; a node's ID to reach that very node,
+/// since every node certificate names its node). HTTP/2 keep-alive pings detect dead
 /// peers.
 ///
 /// [`CONNECT_TIMEOUT`]: crate::limits::CONNECT_TIMEOUT
-pub fn tls_channel(
-    addr: &str,
-    config: Arc<ClientConfig>,
-    server_name: &'static str,
-) -> Result<Channel> {
-    let name = ServerName::try_from(server_name).map_err(|_| PkiError::InvalidServerName {
-        name: server_name.to_owned(),
-    })?;
+pub fn tls_channel(addr: &str, config: Arc<ClientConfig>, server_name: &str) -> Result<Channel> {
+    let name =
+        ServerName::try_from(server_name.to_owned()).map_err(|_| PkiError::InvalidServerName {
+            name: server_name.to_owned(),
+        })?;
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|source| PkiError::InvalidAddress {
             addr: addr.to_owned(),

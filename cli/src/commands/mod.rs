@@ -4,6 +4,7 @@
 mod bench;
 mod cluster;
 mod node;
+mod service;
 mod sim;
 
 use std::net::SocketAddr;
@@ -44,9 +45,18 @@ enum Command {
     /// Manage nodes.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// Measure the cluster (writes per second, leader failover).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Watch one task (started by the daemon's process driver, not by hand).
+    #[command(hide = true)]
+    Shim {
+        /// The task's directory under the daemon's data dir.
+        task_dir: PathBuf,
+    },
     /// Simulate many nodes in this process, for scale tests: each joins
     /// with the worker token and reports its tasks running without running
     /// them.
@@ -85,6 +95,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let connect = || Daemon::connect(&host);
     match cli.command {
         Command::Daemon(args) => return run_daemon(args).await,
+        Command::Service(cmd) => return service::run(&connect()?, cmd).await,
         Command::Sim(args) => sim::run(args).await,
         Command::Init(args) => cluster::init(&connect()?, args).await,
         Command::Join(args) => cluster::join(&connect()?, args).await,
@@ -94,6 +105,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Version => cluster::version(&host).await,
         Command::Node(cmd) => node::run(&connect()?, cmd).await,
         Command::Bench(cmd) => bench::run(&connect()?, cmd).await,
+        // `main` runs shims before parsing; this arm serves odd spellings
+        // such as `rswarm -H x shim DIR`.
+        Command::Shim { task_dir } => return Ok(rswarm_agent::shim::run(&task_dir)),
     }
     .map(|()| 0)
 }

@@ -6,8 +6,12 @@ use rswarm_proto::*;
 use serde_json::{Value, json};
 use tonic::Code;
 
+use super::service::calls;
+use super::service::ps::{
+    TaskTableOptions, print_task_rows, task_filters, task_matches, task_rows,
+};
 use crate::client::Daemon;
-use crate::output::{Filters, ListFormat, ago, print_json_lines, print_table, rfc3339};
+use crate::output::{Filters, ListFormat, now_ms, print_json_lines, print_table, rfc3339};
 
 /// Read-modify-write attempts when another client changed the node meanwhile.
 const UPDATE_ATTEMPTS_MAX: u32 = 5;
@@ -57,16 +61,8 @@ pub enum NodeCommand {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
-    /// List the tasks of a node (default: this node).
-    Ps {
-        /// Only IDs.
-        #[arg(short, long)]
-        quiet: bool,
-        /// table or json.
-        #[arg(long)]
-        format: Option<String>,
-        nodes: Vec<String>,
-    },
+    /// List the tasks of nodes (default: this node).
+    Ps(PsArgs),
     /// Change a node's availability, labels or role.
     Update {
         /// active, pause or drain.
@@ -85,6 +81,25 @@ pub enum NodeCommand {
     },
 }
 
+/// `node ps` flags.
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// Show full IDs, images and errors.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Only task IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Filter: id, name, node, desired-state (key=value).
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// table, or json (one object per line).
+    #[arg(long)]
+    format: Option<String>,
+    /// Nodes: IDs, ID prefixes or hostnames.
+    nodes: Vec<String>,
+}
+
 pub async fn run(d: &Daemon, cmd: NodeCommand) -> Result<()> {
     match cmd {
         NodeCommand::Ls {
@@ -100,11 +115,7 @@ pub async fn run(d: &Daemon, cmd: NodeCommand) -> Result<()> {
         NodeCommand::Promote { nodes } => set_role_all(d, &nodes, NodeRole::Manager).await,
         NodeCommand::Demote { nodes } => set_role_all(d, &nodes, NodeRole::Worker).await,
         NodeCommand::Rm { force, nodes } => rm(d, force, &nodes).await,
-        NodeCommand::Ps {
-            quiet,
-            format,
-            nodes,
-        } => ps(d, quiet, format.as_deref(), &nodes).await,
+        NodeCommand::Ps(args) => ps(d, args).await,
         NodeCommand::Update {
             availability,
             label_add,
@@ -530,87 +541,31 @@ async fn rm(d: &Daemon, force: bool, refs: &[String]) -> Result<()> {
     }
 }
 
-fn task_state_name(state: i32) -> String {
-    TaskState::try_from(state)
-        .map(|s| {
-            let name = s
-                .as_str_name()
-                .trim_start_matches("TASK_STATE_")
-                .to_lowercase();
-            let mut c = name.chars();
-            c.next()
-                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-                .unwrap_or_default()
-        })
-        .unwrap_or_else(|_| "Unknown".into())
-}
-
-async fn ps(d: &Daemon, quiet: bool, format: Option<&str>, refs: &[String]) -> Result<()> {
-    let format = ListFormat::parse(format)?;
-    let refs: Vec<String> = if refs.is_empty() {
+/// `node ps`: the tasks on the nodes (this node by default), in the task
+/// table `service ps` uses.
+async fn ps(d: &Daemon, args: PsArgs) -> Result<()> {
+    let format = ListFormat::parse(args.format.as_deref())?;
+    let filters = task_filters(&args.filter)?;
+    let refs: Vec<String> = if args.nodes.is_empty() {
         vec![self_id(d).await?]
     } else {
-        refs.to_vec()
+        args.nodes
     };
-    let mut rows = Vec::new();
-    let mut docs = Vec::new();
+    let hostnames = calls::hostnames(&calls::list_nodes(d).await?);
+    let mut tasks = Vec::new();
     for r in &refs {
         let view = get_node(d, r).await?;
-        let host = view.node.as_ref().map(hostname).unwrap_or("").to_string();
-        let tasks = d
-            .control()
-            .list_tasks(ListTasksRequest {
-                node: r.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| d.explain(s))?
-            .into_inner()
-            .tasks;
-        for t in tasks {
-            let id = t.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
-            let status = t.status.clone().unwrap_or_default();
-            let name = format!("{}.{}", t.service_id, t.slot);
-            let current = format!(
-                "{} {}",
-                task_state_name(status.state),
-                ago(status.timestamp_ms)
-            );
-            let short: String = id.chars().take(12).collect();
-            docs.push(json!({"ID": short, "Name": name, "Image": "", "Node": host, "DesiredState": task_state_name(t.desired_state), "CurrentState": current, "Error": status.err, "Ports": ""}));
-            rows.push(vec![
-                short,
-                name,
-                String::new(),
-                host.clone(),
-                task_state_name(t.desired_state),
-                current,
-                status.err,
-                String::new(),
-            ]);
-        }
+        let id = view.node.as_ref().map(node_id).unwrap_or(r).to_string();
+        let request = ListTasksRequest {
+            node: id,
+            ..Default::default()
+        };
+        tasks.extend(calls::list_tasks(d, request).await?);
     }
-    if quiet {
-        rows.iter().for_each(|r| println!("{}", r[0]));
-        return Ok(());
-    }
-    match format {
-        ListFormat::Json => print_json_lines(&docs),
-        ListFormat::Table => {
-            print_table(
-                &[
-                    "ID",
-                    "NAME",
-                    "IMAGE",
-                    "NODE",
-                    "DESIRED STATE",
-                    "CURRENT STATE",
-                    "ERROR",
-                    "PORTS",
-                ],
-                &rows,
-            );
-            Ok(())
-        }
-    }
+    tasks.retain(|t| filters.matches(|k, v| task_matches(t, &hostnames, k, v)));
+    let options = TaskTableOptions {
+        no_trunc: args.no_trunc,
+        now_ms: now_ms(),
+    };
+    print_task_rows(&task_rows(&tasks, &hostnames, options), args.quiet, format)
 }

@@ -106,6 +106,35 @@ impl TestCluster {
         })
     }
 
+    /// Creates service "web" with `replicas` tasks; returns its ID.
+    async fn create_service(&self, replicas: u64) -> String {
+        let id = rswarm_manager::controlapi::new_object_id();
+        let service = Service {
+            meta: Some(Meta {
+                id: id.clone(),
+                ..Default::default()
+            }),
+            spec: Some(web_spec(replicas)),
+            spec_version: 1,
+            ..Default::default()
+        };
+        self.ctx
+            .propose(vec![action(ActionKind::Create, Kind::Service(service))])
+            .await
+            .unwrap();
+        id
+    }
+
+    /// Sets the replicas of service `id`.
+    async fn scale(&self, id: &str, replicas: u64) {
+        let mut service = self.ctx.store.read(|s| s.service(id).cloned()).unwrap();
+        service.spec = Some(web_spec(replicas));
+        self.ctx
+            .propose(vec![action(ActionKind::Update, Kind::Service(service))])
+            .await
+            .unwrap();
+    }
+
     fn count_tasks_in(&self, state: TaskState) -> usize {
         self.ctx.store.read(|s| {
             s.tasks()
@@ -130,32 +159,30 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
     start.elapsed()
 }
 
-fn assigned_task(node_id: &str, slot: u64) -> Task {
-    Task {
-        meta: Some(Meta {
-            id: rswarm_manager::controlapi::new_object_id(),
+fn web_spec(replicas: u64) -> ServiceSpec {
+    let spec = ServiceSpec {
+        annotations: Some(Annotations {
+            name: "web".into(),
             ..Default::default()
         }),
-        service_id: "svc".into(),
-        slot,
-        node_id: node_id.to_string(),
-        desired_state: TaskState::Running as i32,
-        status: Some(TaskStatus {
-            state: TaskState::Assigned as i32,
-            message: "scheduled".into(),
+        task: Some(TaskSpec {
+            driver: "process".into(),
+            container: Some(ContainerSpec {
+                args: vec!["/bin/true".into()],
+                ..Default::default()
+            }),
             ..Default::default()
         }),
-        spec: Some(TaskSpec::default()),
-        spec_version: 1,
-        service_name: "web".into(),
-        endpoint: None,
-    }
+        mode: Some(service_spec::Mode::Replicated(ReplicatedMode { replicas })),
+        ..Default::default()
+    };
+    rswarm_manager::spec::normalize(spec, "web").unwrap()
 }
 
 /// Goal: simulated nodes are real nodes to the managers, and run what they
 /// are assigned. Method: 20 simulated nodes against an in-process manager;
-/// 5 tasks per node written ASSIGNED through Raft; then 20 of them told to
-/// stop; then the simulator restarted on the same state directory.
+/// a service of 100 replicas placed on them; scaled down to 80 (the nodes
+/// stop 20); then the simulator restarted on the same state directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_nodes_join_show_ready_and_run_their_tasks() {
     let c = TestCluster::start("sim-e2e").await;
@@ -185,17 +212,11 @@ async fn simulated_nodes_join_show_ready_and_run_their_tasks() {
         Some(rswarm_agent::sim::SIM_NANO_CPUS)
     );
 
-    let tasks: Vec<Task> = nodes
-        .iter()
-        .flat_map(|n| (1..=5).map(move |slot| assigned_task(n, slot)))
-        .collect();
-    let total = tasks.len();
-    let actions = tasks
-        .iter()
-        .map(|t| action(ActionKind::Create, Kind::Task(t.clone())))
-        .collect();
-    c.ctx.propose(actions).await.unwrap();
-    let took = wait_until("every task to run", Duration::from_secs(30), || {
+    // A real service: the orchestrator makes the tasks, the scheduler
+    // spreads them (5 per node), the simulated nodes report them running.
+    let total = 5 * n_nodes;
+    let service_id = c.create_service(total as u64).await;
+    let took = wait_until("every task to run", Duration::from_secs(60), || {
         c.count_tasks_in(TaskState::Running) == total
     })
     .await;
@@ -206,20 +227,18 @@ async fn simulated_nodes_join_show_ready_and_run_their_tasks() {
     })
     .await;
 
-    let stopping: Vec<StoreAction> = c.ctx.store.read(|s| {
-        tasks[..20]
-            .iter()
-            .filter_map(|t| s.task(&t.meta.as_ref()?.id).cloned())
-            .map(|mut t| {
-                t.desired_state = TaskState::Shutdown as i32;
-                action(ActionKind::Update, Kind::Task(t))
-            })
-            .collect()
-    });
-    c.ctx.propose(stopping).await.unwrap();
-    wait_until("20 tasks to shut down", Duration::from_secs(30), || {
-        c.count_tasks_in(TaskState::Shutdown) == 20
-    })
+    // Scaling down: the removed tasks are stopped by their nodes (which
+    // report SHUTDOWN), then deleted by the reaper.
+    let total = total - n_nodes;
+    c.scale(&service_id, total as u64).await;
+    wait_until(
+        "the scaled-down tasks to go",
+        Duration::from_secs(60),
+        || {
+            c.ctx.store.read(|s| s.task_count()) == total
+                && c.count_tasks_in(TaskState::Running) == total
+        },
+    )
     .await;
     sim.stop().await;
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use rswarm_manager::Manager;
 use rswarm_manager::bootstrap::{InitOptions, new_cluster};
 use rswarm_manager::controlapi::ControlService;
 use rswarm_pki::{CredentialsHandle, Role};
@@ -149,10 +150,7 @@ impl LocalApi {
             advertise_addr: advertise.clone(),
             heartbeat_period: parse_duration_ms(req.heartbeat_period_ms),
             node_cert_expiry: Duration::from_secs(req.node_cert_expiry_secs),
-            description: rswarm_agent::description::describe(
-                &daemon.config.hostname,
-                rswarm_agent::description::DRIVERS,
-            ),
+            description: daemon.description(&daemon.drivers()?),
         })
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let record = NodeRecord {
@@ -193,11 +191,11 @@ impl LocalApi {
             .daemon
             .activate(record, cluster.credentials.clone())
             .await?;
-        let Some(server) = &active.manager else {
+        let Some(manager) = &active.manager else {
             return Err(Status::internal("the first manager did not start"));
         };
-        if let Err(e) = server.manager().bootstrap(cluster).await {
-            deactivate(&self.daemon, active).await;
+        if let Err(e) = manager.bootstrap(cluster).await {
+            deactivate(&self.daemon, active, true).await;
             return Err(e);
         }
         Ok(active)
@@ -211,10 +209,7 @@ impl LocalApi {
         }
         let remote = with_port(req.remote_addr.trim(), 7377)?;
         let advertise = advertise_addr(&req.advertise_addr, daemon, Some(&remote))?;
-        let description = rswarm_agent::description::describe(
-            &daemon.config.hostname,
-            rswarm_agent::description::DRIVERS,
-        );
+        let description = daemon.description(&daemon.drivers()?);
         let joined = rswarm_agent::join(&remote, &req.token, &advertise, description)
             .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
@@ -234,7 +229,7 @@ impl LocalApi {
             .save(&record, &joined.credentials)
             .map_err(|e| Status::internal(format!("{e:#}")))?;
         let active = daemon.activate(record, joined.credentials.clone()).await?;
-        let ctx = active.manager.as_ref().map(|m| m.manager().context());
+        let ctx = active.manager.as_ref().map(Manager::context);
         *phase = Phase::Active(Box::new(active));
         drop(phase);
         if let Some(ctx) = ctx {
@@ -270,7 +265,7 @@ impl LocalApi {
             return Err(Status::internal("phase changed under the lock"));
         };
         let node_id = active.record.node_id.clone();
-        deactivate(daemon, *active).await;
+        deactivate(daemon, *active, true).await;
         daemon
             .data
             .wipe()
@@ -316,7 +311,7 @@ fn fill_active_info(info: &mut InfoResponse, active: &Active) {
     info.managers = status.managers;
     info.cert_not_after_ms = cert_not_after_ms(&active.creds);
     if let Some(m) = &active.manager {
-        let ctx = m.manager().context();
+        let ctx = m.context();
         info.raft_state = ctx.raft.state_name().into();
         info.raft_id = ctx.raft.id();
         info.store_version = ctx.store.version();

@@ -18,15 +18,18 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Result;
+use rswarm_agent::runtime::{Drivers, ProcessRuntime, ProcessRuntimeConfig, Runtime, ShimCommand};
+use rswarm_agent::worker::{Worker, WorkerConfig};
 use rswarm_agent::{Agent, AgentConfig};
 use rswarm_manager::{Manager, ManagerConfig, ManagerContext};
 use rswarm_pki::{CredentialsHandle, NodeCredentials, Role};
+use rswarm_proto::agent_server::AgentServer;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tonic::Status;
 use tracing::{error, info, warn};
 
-use server::ManagerServer;
+use server::ClusterServer;
 use state::{DataDir, NodeRecord};
 
 /// How the daemon was started.
@@ -49,7 +52,10 @@ struct Active {
     record: NodeRecord,
     creds: CredentialsHandle,
     agent: Agent,
-    manager: Option<ManagerServer>,
+    worker: Worker,
+    manager: Option<Manager>,
+    /// The cluster listener, serving what this node's role offers.
+    server: Option<ClusterServer>,
     watcher: JoinHandle<()>,
 }
 
@@ -127,33 +133,81 @@ impl Daemon {
         } else {
             None
         };
+        let drivers = self.drivers()?;
         let agent = Agent::start(
             AgentConfig {
                 advertise_addr: record.advertise_addr.clone(),
-                description: rswarm_agent::description::describe(
-                    &self.config.hostname,
-                    rswarm_agent::description::DRIVERS,
-                ),
+                description: self.description(&drivers),
                 managers: record.managers.clone(),
                 certs_dir: self.data.certs_dir(),
             },
             creds.clone(),
         );
+        let worker = Worker::start(WorkerConfig {
+            state_dir: self.data.worker_dir(),
+            creds: creds.clone(),
+            session: agent.status(),
+            drivers,
+        })
+        .map_err(|e| {
+            Status::internal(format!(
+                "cannot open the worker's state in {}: {e}",
+                self.data.worker_dir().display()
+            ))
+        })?;
         let watcher = tokio::spawn(watch_role(self.clone(), agent.status()));
-        Ok(Active {
+        let mut active = Active {
             record,
             creds,
             agent,
+            worker,
             manager,
+            server: None,
             watcher,
-        })
+        };
+        self.restart_server(&mut active).await?;
+        Ok(active)
+    }
+
+    /// (Re)starts the cluster listener with the routes of the node's
+    /// current role.
+    async fn restart_server(&self, active: &mut Active) -> Result<(), Status> {
+        if let Some(old) = active.server.take() {
+            old.stop().await;
+        }
+        let agent = AgentServer::new(active.worker.service())
+            .max_decoding_message_size(rswarm_manager::limits::API_MESSAGE_SIZE_MAX);
+        let routes = match &active.manager {
+            Some(manager) => manager.routes().add_service(agent),
+            None => tonic::service::Routes::new(agent),
+        };
+        let server = ClusterServer::start(self.config.listen_addr, &active.creds, routes)
+            .await
+            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        active.server = Some(server);
+        Ok(())
+    }
+
+    /// The task runtimes this node offers.
+    fn drivers(&self) -> Result<Drivers, Status> {
+        let shim = ShimCommand::current_exe().map_err(|e| {
+            Status::internal(format!("cannot find this executable to run shims: {e}"))
+        })?;
+        let process = ProcessRuntime::new(ProcessRuntimeConfig::new(self.data.worker_dir(), shim))
+            .map_err(|e| Status::internal(format!("cannot start the process driver: {e}")))?;
+        Ok(Drivers::new([Arc::new(process) as Arc<dyn Runtime>]))
+    }
+
+    /// What this node tells the managers about itself.
+    fn description(&self, drivers: &Drivers) -> rswarm_proto::NodeDescription {
+        rswarm_agent::description::describe(&self.config.hostname, &drivers.names())
     }
 
     async fn start_manager(
         &self,
         record: &NodeRecord,
         creds: &CredentialsHandle,
-    ) -> Result<ManagerServer, Status> {
+    ) -> Result<Manager, Status> {
         let internal = |e: anyhow::Error| Status::internal(format!("{e:#}"));
         self.data
             .check_raft_cluster(&record.cluster_id)
@@ -171,17 +225,13 @@ impl Daemon {
         let manager = Manager::start(config, creds.clone())
             .await
             .map_err(|e| Status::internal(format!("cannot start the manager: {e}")))?;
-        let server = ManagerServer::start(manager, self.config.listen_addr, creds)
-            .await
-            .map_err(internal)?;
-        *self.manager_ctx.write().unwrap_or_else(|e| e.into_inner()) =
-            Some(server.manager().context());
-        Ok(server)
+        *self.manager_ctx.write().unwrap_or_else(|e| e.into_inner()) = Some(manager.context());
+        Ok(manager)
     }
 
-    async fn stop_manager(&self, server: ManagerServer) {
+    async fn stop_manager(&self, manager: Manager) {
         *self.manager_ctx.write().unwrap_or_else(|e| e.into_inner()) = None;
-        server.stop().await;
+        manager.shutdown().await;
     }
 
     /// The running manager, if any.
@@ -220,11 +270,20 @@ impl Daemon {
                     Ok(m) => active.manager = Some(m),
                     Err(e) => error!("cannot start the manager: {}", e.message()),
                 }
+                if let Err(e) = self.restart_server(active).await {
+                    error!("cannot serve the manager: {}", e.message());
+                }
             }
             (Role::Worker, true) => {
                 info!("demoted: stopping the manager");
                 if let Some(m) = active.manager.take() {
+                    if let Some(server) = active.server.take() {
+                        server.stop().await;
+                    }
                     self.stop_manager(m).await;
+                }
+                if let Err(e) = self.restart_server(active).await {
+                    error!("cannot restart the cluster listener: {}", e.message());
                 }
                 if let Err(e) = self.data.wipe_raft() {
                     warn!("cannot remove the old raft data: {e:#}");
@@ -237,14 +296,24 @@ impl Daemon {
     async fn shutdown(&self) {
         let mut phase = self.phase.lock().await;
         if let Phase::Active(active) = std::mem::replace(&mut *phase, Phase::Inactive) {
-            deactivate(self, *active).await;
+            deactivate(self, *active, false).await;
         }
     }
 }
 
-async fn deactivate(daemon: &Daemon, active: Active) {
+/// Stops the node's cluster work. Its tasks keep running under their shims
+/// unless the node `leaving` the cluster, which stops and removes them.
+async fn deactivate(daemon: &Daemon, active: Active, leaving: bool) {
     active.watcher.abort();
+    if leaving {
+        active.worker.remove_all().await;
+    } else {
+        active.worker.stop().await;
+    }
     active.agent.stop().await;
+    if let Some(server) = active.server {
+        server.stop().await;
+    }
     if let Some(m) = active.manager {
         daemon.stop_manager(m).await;
     }

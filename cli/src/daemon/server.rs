@@ -1,32 +1,38 @@
-//! The manager's cluster listener: gRPC over mutual TLS on `--listen-addr`,
-//! carrying Raft, the control API, the CA and the dispatcher.
+//! The node's cluster listener: gRPC over mutual TLS on `--listen-addr`.
+//! Every node serves its agent's API there (managers read task logs from
+//! it); a manager also serves Raft, the control API, the CA and the
+//! dispatcher. The routes are fixed per listener, so a role change restarts
+//! the listener with the new set.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rswarm_manager::Manager;
 use rswarm_pki::CredentialsHandle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tracing::{error, info};
 
 /// Concurrent streams one peer may open on one connection.
 const STREAMS_PER_CONNECTION_MAX: u32 = 1024;
 
-/// A manager and the listener serving it.
-pub struct ManagerServer {
-    manager: Manager,
+/// Open streams (watches, log follows) may hold the server this long on
+/// stop before they are cut.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A running cluster listener.
+pub struct ClusterServer {
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
 
-impl ManagerServer {
-    /// Binds `listen` and serves `manager` on it.
+impl ClusterServer {
+    /// Binds `listen` and serves `routes` on it.
     pub async fn start(
-        manager: Manager,
         listen: SocketAddr,
         creds: &CredentialsHandle,
+        routes: Routes,
     ) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
             format!("cannot listen on {listen}: is another daemon using it? pick another with --listen-addr")
@@ -34,7 +40,6 @@ impl ManagerServer {
         let tls = rswarm_pki::server_config(creds)?;
         let incoming = rswarm_pki::tls_incoming(listener, tls);
         let cancel = CancellationToken::new();
-        let routes = manager.routes();
         let stop = cancel.clone();
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
@@ -49,28 +54,17 @@ impl ManagerServer {
             }
         });
         info!(%listen, "cluster listener started");
-        Ok(Self {
-            manager,
-            cancel,
-            task,
-        })
+        Ok(Self { cancel, task })
     }
 
-    /// The manager served.
-    pub fn manager(&self) -> &Manager {
-        &self.manager
-    }
-
-    /// Stops the listener, then the manager.
+    /// Stops the listener.
     pub async fn stop(mut self) {
         self.cancel.cancel();
-        // Open streams (watches) may hold the server: do not wait forever.
-        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
+        if tokio::time::timeout(STOP_GRACE, &mut self.task)
             .await
             .is_err()
         {
             self.task.abort();
         }
-        self.manager.shutdown().await;
     }
 }

@@ -62,6 +62,12 @@ impl DataDir {
         self.root.join("raft")
     }
 
+    /// The worker's directory: its assignment records and the process
+    /// driver's task directories (state, logs).
+    pub fn worker_dir(&self) -> PathBuf {
+        self.root.join("worker")
+    }
+
     /// Loads the membership record and credentials, or None on a node that
     /// is not part of a cluster.
     pub fn load(&self) -> Result<Option<(NodeRecord, NodeCredentials)>> {
@@ -145,9 +151,10 @@ impl DataDir {
         write_atomic(&self.record_path(), &text)
     }
 
-    /// Forgets the cluster: removes the record, certificates and Raft data.
+    /// Forgets the cluster: removes the record, certificates, Raft data and
+    /// what the worker left.
     pub fn wipe(&self) -> Result<()> {
-        for dir in [self.raft_dir(), self.certs_dir()] {
+        for dir in [self.raft_dir(), self.certs_dir(), self.worker_dir()] {
             match fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -414,16 +414,18 @@ impl AssignmentsHub {
         }
     }
 
-    /// Forgets `node_id`'s queue if it still belongs to `session`.
-    fn unregister(&self, node_id: &str, session: u64) {
+    /// Forgets `node_id`'s queue if it still belongs to `session`; says
+    /// whether it did (false: a newer stream of the node replaced it).
+    fn unregister(&self, node_id: &str, session: u64) -> bool {
         let mut state = self.lock();
-        if state
+        let current = state
             .nodes
             .get(node_id)
-            .is_some_and(|q| q.session == session)
-        {
+            .is_some_and(|q| q.session == session);
+        if current {
             state.nodes.remove(node_id);
         }
+        current
     }
 }
 
@@ -490,10 +492,14 @@ struct NodeStream {
 impl Drop for NodeStream {
     fn drop(&mut self) {
         let r = &self.registration;
-        self.ctx
+        let last_stream = self
+            .ctx
             .dispatcher
             .assignments
             .unregister(&r.node_id, r.session);
+        if last_stream && self.ctx.raft.is_leader() {
+            self.ctx.liveness.disconnected(&r.node_id);
+        }
     }
 }
 

@@ -77,7 +77,9 @@ pub async fn start_leader() -> (TestManager, NewCluster) {
         node_id: cluster.node_id.clone(),
         advertise_addr: addr.clone(),
     };
-    let manager = Manager::start(config, creds.clone()).await.unwrap();
+    let manager = Manager::start_with(config, creds.clone(), false)
+        .await
+        .unwrap();
     manager.bootstrap(&cluster).await.unwrap();
     let cancel = CancellationToken::new();
     serve(&manager, &addr, &creds, cancel.clone()).await;
@@ -152,7 +154,9 @@ pub async fn start_follower(leader: &TestManager, cluster: &NewCluster) -> TestM
         node_id,
         advertise_addr: addr.clone(),
     };
-    let manager = Manager::start(config, creds.clone()).await.unwrap();
+    let manager = Manager::start_with(config, creds.clone(), false)
+        .await
+        .unwrap();
     let cancel = CancellationToken::new();
     serve(&manager, &addr, &creds, cancel.clone()).await;
     let ctx = manager.context();

@@ -168,6 +168,11 @@ impl Node {
         }
     }
 
+    /// The daemon's process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the daemon process is running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -243,9 +248,130 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Runs `f` with a control API client on the local socket: the CLI's
+    /// tables carry no PIDs or exact timestamps, which some tests need.
+    fn control<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(rswarm_proto::control_client::ControlClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let socket = self.run_dir.join("rswarm.sock");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let channel = rswarm_pki::unix_channel(socket);
+            f(rswarm_proto::control_client::ControlClient::new(channel)).await
+        })
+    }
+
+    /// A service object (by name or ID) through the control API.
+    pub fn service(&self, reference: &str) -> Result<rswarm_proto::Service> {
+        self.control(|mut client| async move {
+            client
+                .get_service(rswarm_proto::GetServiceRequest {
+                    reference: reference.to_owned(),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("get service: {}", s.message()))?
+                .into_inner()
+                .service
+                .and_then(|v| v.service)
+                .context("no service in the answer")
+        })
+    }
+
+    /// Full task objects through the control API (`service` empty: every
+    /// task).
+    pub fn tasks(&self, service: &str) -> Result<Vec<rswarm_proto::Task>> {
+        self.control(|mut client| async move {
+            let tasks = client
+                .list_tasks(rswarm_proto::ListTasksRequest {
+                    service: service.to_owned(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("list tasks: {}", s.message()))?
+                .into_inner()
+                .tasks;
+            Ok(tasks)
+        })
+    }
+
+    /// PIDs of the task shims this node's daemon started (they name their
+    /// task directory, which lies under the node's data dir).
+    pub fn shim_pids(&self) -> Vec<u32> {
+        let data_dir = self.data_dir.display().to_string();
+        processes()
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains(" shim ") && cmd.contains(&data_dir))
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// Kills the daemon, the task shims and their tasks (each task leads
+    /// its own process group, a child of its shim): a host that died.
+    pub fn kill9_with_tasks(&mut self) {
+        self.kill9();
+        let shims = self.shim_pids();
+        let mut groups: Vec<u32> = shims.clone();
+        groups.extend(shims.iter().flat_map(|shim| children(*shim)));
+        for pid in groups {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+    }
+}
+
+/// The children of process `parent`.
+fn children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
+}
+
+/// Every process as (pid, command line joined by spaces).
+pub fn processes() -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = raw
+                .split(|b| *b == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            Some((pid, cmd))
+        })
+        .collect()
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
-        self.kill9();
+        self.kill9_with_tasks();
     }
 }
 
@@ -303,6 +429,25 @@ impl Cluster {
         }
         c.wait_ready(managers + workers)?;
         Ok(c)
+    }
+
+    /// Starts a new daemon `name` and joins it to the cluster as a worker
+    /// through `via`.
+    pub fn join_worker(&mut self, name: &str, via: &str) -> Result<()> {
+        let token = self.node(via).ok(&["join-token", "-q", "worker"])?;
+        let manager = self.node(via).addr();
+        let mut node = Node::new(self.dir.path(), name);
+        node.start()?;
+        node.ok(&[
+            "join",
+            "--token",
+            token.trim(),
+            "--advertise-addr",
+            &node.addr(),
+            &manager,
+        ])?;
+        self.nodes.push(node);
+        Ok(())
     }
 
     /// The node named `name`.

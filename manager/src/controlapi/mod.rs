@@ -1,4 +1,6 @@
-//! The control API: what `rswarm node …`, `join-token` and `config …` call.
+//! The control API: what `rswarm node …`, `service …`, `join-token` and
+//! `config …` call. Service calls live in `service.rs`, log gathering in
+//! `logs.rs`.
 //!
 //! Every call runs on the leader (followers forward it), reads through
 //! ReadIndex so it never goes back in time, writes through Raft with the
@@ -23,6 +25,11 @@ use crate::leader::{Route, forwarded as forwarded_req, is_forwarded, status_from
 use crate::manager::{ManagerContext, action};
 use crate::raft::node::PeerHealth;
 use crate::store::StoreState;
+
+mod logs;
+mod service;
+
+pub use logs::task_name;
 
 /// The control API service.
 #[derive(Clone)]
@@ -447,33 +454,6 @@ async fn remove_config(
     Ok(RemoveConfigResponse {})
 }
 
-async fn list_tasks(
-    ctx: Arc<ManagerContext>,
-    req: ListTasksRequest,
-) -> Result<ListTasksResponse, Status> {
-    let tasks = ctx
-        .read(|s| {
-            let node_id = if req.node.is_empty() {
-                None
-            } else {
-                Some(
-                    s.find_node(&req.node)?
-                        .meta
-                        .as_ref()
-                        .map(|m| m.id.clone())
-                        .unwrap_or_default(),
-                )
-            };
-            Ok(s.tasks()
-                .filter(|t| node_id.as_ref().is_none_or(|n| &t.node_id == n))
-                .cloned()
-                .collect())
-        })
-        .await?
-        .map_err(status_from_store)?;
-    Ok(ListTasksResponse { tasks })
-}
-
 type EventStream = Pin<Box<dyn Stream<Item = Result<StoreEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -629,49 +609,88 @@ impl rswarm_proto::control_server::Control for ControlService {
             "list_tasks",
             req,
             |mut c, r| async move { c.list_tasks(r).await },
-            list_tasks,
+            service::list_tasks,
         )
         .await
     }
 
-    // Placeholders until the service API lands (this same change series).
     async fn create_service(
         &self,
-        _req: Request<CreateServiceRequest>,
+        req: Request<CreateServiceRequest>,
     ) -> Result<Response<CreateServiceResponse>, Status> {
-        Err(Status::unimplemented("services are not available yet"))
+        self.handle(
+            "create_service",
+            req,
+            |mut c, r| async move { c.create_service(r).await },
+            service::create_service,
+        )
+        .await
     }
+
     async fn get_service(
         &self,
-        _req: Request<GetServiceRequest>,
+        req: Request<GetServiceRequest>,
     ) -> Result<Response<GetServiceResponse>, Status> {
-        Err(Status::unimplemented("services are not available yet"))
+        self.handle(
+            "get_service",
+            req,
+            |mut c, r| async move { c.get_service(r).await },
+            service::get_service,
+        )
+        .await
     }
+
     async fn update_service(
         &self,
-        _req: Request<UpdateServiceRequest>,
+        req: Request<UpdateServiceRequest>,
     ) -> Result<Response<UpdateServiceResponse>, Status> {
-        Err(Status::unimplemented("services are not available yet"))
+        self.handle(
+            "update_service",
+            req,
+            |mut c, r| async move { c.update_service(r).await },
+            service::update_service,
+        )
+        .await
     }
+
     async fn list_services(
         &self,
-        _req: Request<ListServicesRequest>,
+        req: Request<ListServicesRequest>,
     ) -> Result<Response<ListServicesResponse>, Status> {
-        Err(Status::unimplemented("services are not available yet"))
+        self.handle(
+            "list_services",
+            req,
+            |mut c, r| async move { c.list_services(r).await },
+            service::list_services,
+        )
+        .await
     }
+
     async fn remove_service(
         &self,
-        _req: Request<RemoveServiceRequest>,
+        req: Request<RemoveServiceRequest>,
     ) -> Result<Response<RemoveServiceResponse>, Status> {
-        Err(Status::unimplemented("services are not available yet"))
+        self.handle(
+            "remove_service",
+            req,
+            |mut c, r| async move { c.remove_service(r).await },
+            service::remove_service,
+        )
+        .await
     }
-    type ServiceLogsStream =
-        Pin<Box<dyn Stream<Item = Result<ServiceLogsResponse, Status>> + Send>>;
+
+    type ServiceLogsStream = logs::LogStream;
+
     async fn service_logs(
         &self,
-        _req: Request<ServiceLogsRequest>,
-    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
-        Err(Status::unimplemented("services are not available yet"))
+        req: Request<ServiceLogsRequest>,
+    ) -> Result<Response<logs::LogStream>, Status> {
+        self.ctx
+            .authz
+            .require_manager(req.extensions().get::<PeerInfo>())?;
+        logs::service_logs(self.ctx.clone(), req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type WatchStream = EventStream;

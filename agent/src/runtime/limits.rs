@@ -1,0 +1,91 @@
+//! Limits, timeouts and defaults of task execution: the runtime, the shim,
+//! task logs and the task controllers. Each one says why it has its value.
+
+use std::time::Duration;
+
+/// Stop grace period when `ContainerSpec.stop_grace_period_ms` is unset
+/// (Docker's and SwarmKit's default).
+pub const STOP_GRACE_DEFAULT: Duration = Duration::from_secs(10);
+
+/// Longest stop grace period a task may ask for. A longer one would keep a
+/// node's slot busy for longer than any rolling update waits.
+pub const STOP_GRACE_MAX: Duration = Duration::from_secs(3600);
+
+/// How long a task may take to die after SIGKILL before `stop` gives up
+/// waiting (a process stuck in uninterruptible sleep, e.g. on a dead NFS
+/// mount, cannot be killed sooner).
+pub const KILL_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// How long the runtime waits for a new shim to say it started the task.
+/// Starting is an exec and a fork; seconds mean the node is overloaded.
+pub const SHIM_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One request to a running shim (connect, send, short answer) takes at most
+/// this long; waiting for the task's exit is not bounded by it.
+pub const SHIM_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest request or answer line on the shim's socket. Requests are a verb
+/// and two numbers; anything longer is a confused client.
+pub const SHIM_LINE_BYTES_MAX: usize = 256;
+
+/// Clients a shim serves at once (the daemon needs one or two; the rest are
+/// refused so that a misbehaving client cannot make a shim grow).
+pub const SHIM_CLIENTS_MAX: usize = 16;
+
+/// How often an idle shim wakes up to reap orphaned grandchildren it has
+/// adopted as child subreaper (its own child's exit wakes it at once).
+pub const SHIM_REAP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// After the task's main process exited, the shim reads what is left in its
+/// output pipes for at most this long (a descendant that escaped the kill
+/// may hold them open forever).
+pub const SHIM_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bytes read from a task's output pipe at once by the shim.
+pub const SHIM_READ_BYTES: usize = 16 * 1024;
+
+/// The longest path a unix socket address holds (`sun_path`, with its NUL).
+pub const UNIX_SOCKET_PATH_BYTES_MAX: usize = 107;
+
+/// Longest log line kept as one record; longer lines are split into records
+/// of this size (Docker splits at 16 KiB too).
+pub const LOG_LINE_BYTES_MAX: usize = 16 * 1024;
+
+/// A task's log file is rotated at this size by default (Docker json-file's
+/// common setting); with `LOG_FILES_DEFAULT` files a task keeps ≤ 30 MiB.
+pub const LOG_FILE_BYTES_DEFAULT: u64 = 10 * 1024 * 1024;
+
+/// Log files kept per task by default: the current one and two rotated.
+pub const LOG_FILES_DEFAULT: u32 = 3;
+
+/// Smallest rotation size accepted: below it, one long line would rotate
+/// on every write.
+pub const LOG_FILE_BYTES_MIN: u64 = 4 * 1024;
+
+/// Most log files kept per task.
+pub const LOG_FILES_MAX: u32 = 100;
+
+/// How often a log follower looks for new lines. Short enough for
+/// `service logs -f` to feel live, long enough to cost nothing.
+pub const LOG_FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// Read buffer of a log reader.
+pub const LOG_READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How long the controller waits between attempts to reach a task's shim
+/// after a failed call (the shim may be busy starting or shutting down).
+pub const CONTROLLER_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Failed calls to a running task's shim before its controller gives up and
+/// reports the task FAILED.
+pub const CONTROLLER_RETRIES_MAX: u32 = 5;
+
+/// A log record is a line escaped as JSON (at most 6 bytes per byte, for
+/// `\u00XX`) plus its timestamp and stream; a reader refuses longer records
+/// as damaged.
+pub const LOG_RECORD_BYTES_MAX: usize = 6 * LOG_LINE_BYTES_MAX + 128;
+
+const _: () = assert!(LOG_FILE_BYTES_DEFAULT >= LOG_FILE_BYTES_MIN);
+const _: () = assert!(LOG_FILES_DEFAULT >= 1 && LOG_FILES_DEFAULT <= LOG_FILES_MAX);
+const _: () = assert!(SHIM_CLIENTS_MAX >= 2);
+const _: () = assert!(STOP_GRACE_DEFAULT.as_secs() <= STOP_GRACE_MAX.as_secs());

@@ -1,0 +1,387 @@
+//! Task runtimes: the `Runtime` trait every driver implements, the drivers
+//! a node has (`Drivers`), and the first driver, `process`.
+//!
+//! A runtime knows tasks by id only and keeps its truth outside the daemon
+//! (the process driver in task directories and shims), so that a restarted
+//! daemon finds its tasks again with `attach`. It decides nothing about
+//! task states: the controller (`crate::controller`) does, from what the
+//! runtime reports and from the error class (`RuntimeError::rejects_task`).
+//!
+//! - `process` — `ProcessRuntime`: a command on the host, watched by a shim.
+//! - `cgroup` — limits through cgroup v1 or v2.
+//! - `user`, `signal` — resolving `ContainerSpec.user` and stop signals.
+//! - `limits` — every limit and timeout of task execution.
+
+pub mod cgroup;
+pub mod limits;
+pub mod process;
+pub mod signal;
+pub mod user;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rswarm_proto::{ContainerSpec, LogsOptions, Task};
+
+pub use crate::logs::LogLineStream;
+pub use process::{ProcessRuntime, ProcessRuntimeConfig, ShimCommand};
+
+/// The driver a task runs with when its spec names none (the image runtime,
+/// as in Docker).
+pub const DEFAULT_DRIVER: &str = "container";
+
+/// A started task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    /// The task's main process.
+    pub pid: u32,
+}
+
+/// What `attach` found of a task after a daemon restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attached {
+    /// Still running, watched by its shim.
+    Running { pid: u32 },
+    /// It ended (maybe while the daemon was away).
+    Exited(ExitStatus),
+    /// The runtime never started it (or it was removed).
+    Unknown,
+}
+
+/// How a task's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// This signal killed it.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Whether it exited with 0.
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+
+    /// The exit code as a shell reports it: 128 + the signal for a kill.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(code) => code,
+            ExitStatus::Signal(signal) => 128 + signal,
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "task exited with code {code}"),
+            ExitStatus::Signal(signal) => write!(f, "task killed by signal {signal}"),
+        }
+    }
+}
+
+/// How to stop a task: this signal first, SIGKILL after the grace period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopRequest {
+    pub signal: i32,
+    pub grace: Duration,
+}
+
+impl StopRequest {
+    /// SIGKILL at once (removing a task).
+    pub const KILL: StopRequest = StopRequest {
+        signal: 9,
+        grace: Duration::ZERO,
+    };
+
+    /// The stop the task's spec asks for: `stop_signal` (default SIGTERM)
+    /// and `stop_grace_period_ms` (default 10 s).
+    pub fn for_spec(container: Option<&ContainerSpec>) -> Result<Self, RuntimeError> {
+        let stop_signal = container.map_or("", |c| c.stop_signal.as_str());
+        let signal = if stop_signal.trim().is_empty() {
+            rustix::process::Signal::TERM.as_raw()
+        } else {
+            signal::parse_signal(stop_signal).ok_or_else(|| RuntimeError::BadStopSignal {
+                signal: stop_signal.to_string(),
+            })?
+        };
+        let grace = container
+            .and_then(|c| c.stop_grace_period_ms)
+            .map_or(limits::STOP_GRACE_DEFAULT, Duration::from_millis);
+        if grace > limits::STOP_GRACE_MAX {
+            return Err(RuntimeError::StopGraceTooLong { grace });
+        }
+        Ok(Self { signal, grace })
+    }
+
+    /// The stop of `task`, falling back to the defaults for a spec that
+    /// was refused earlier (stopping must always be possible).
+    pub fn for_task(task: &Task) -> Self {
+        let container = task.spec.as_ref().and_then(|s| s.container.as_ref());
+        Self::for_spec(container).unwrap_or(Self {
+            signal: rustix::process::Signal::TERM.as_raw(),
+            grace: limits::STOP_GRACE_DEFAULT,
+        })
+    }
+}
+
+/// Why a runtime call failed. `rejects_task` tells a task that can never
+/// run as specified (REJECTED) from a failure while running it (FAILED).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error(
+        "task driver {driver:?} is not available on this node (it has: {available}); use one of those or run the task elsewhere"
+    )]
+    UnknownDriver { driver: String, available: String },
+    #[error(
+        "task id {id:?} cannot name a task directory; ids are 1 to 64 letters, digits, '-', '_' or '.'"
+    )]
+    BadTaskId { id: String },
+    #[error("the task has no container spec; give the command to run")]
+    NoContainerSpec,
+    #[error("the process driver needs a command: give the program and its arguments")]
+    NoCommand,
+    #[error(
+        "the process driver runs commands on the host, not images (got image {image:?}); drop the image or use the container driver"
+    )]
+    ImageGiven { image: String },
+    #[error(
+        "command {command:?} is not found in PATH ({path}); give an absolute path or install it on the node"
+    )]
+    CommandNotFound { command: String, path: String },
+    #[error("{path} is not an executable file; check the command")]
+    NotExecutable { path: PathBuf },
+    #[error("working directory {dir:?} {reason}; give an existing absolute directory")]
+    BadWorkdir { dir: String, reason: &'static str },
+    #[error("environment entry {entry:?} is not KEY=VALUE")]
+    BadEnv { entry: String },
+    #[error(transparent)]
+    User(#[from] user::UserError),
+    #[error("stop signal {signal:?} is not a signal name or number (e.g. SIGTERM, TERM, 15)")]
+    BadStopSignal { signal: String },
+    #[error("stop grace period {grace:?} is longer than the limit of {max:?}; give a shorter one", max = limits::STOP_GRACE_MAX)]
+    StopGraceTooLong { grace: Duration },
+    #[error("resource limit {limit} = {value} is negative; give 0 (no limit) or more")]
+    NegativeLimit { limit: &'static str, value: i64 },
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error("the task directory {path} is too long for a unix socket ({len} > {max} bytes); use a shorter --data-dir", max = limits::UNIX_SOCKET_PATH_BYTES_MAX)]
+    PathTooLong { path: PathBuf, len: usize },
+    #[error("cannot prepare the task directory {path}: {source}")]
+    TaskDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot run the shim {program}: {source}")]
+    ShimSpawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the task could not be started: {message}")]
+    StartFailed { message: String },
+    #[error("the task's shim did not answer within {timeout:?}; see {log}")]
+    ShimTimeout { timeout: Duration, log: PathBuf },
+    #[error(
+        "the task's shim is gone and left no exit record; the task was killed if still there, its exit status is unknown"
+    )]
+    ShimGone,
+    #[error("cannot talk to the task's shim: {source}")]
+    ShimIo { source: std::io::Error },
+    #[error("the task's shim refused: {message}")]
+    ShimRefused { message: String },
+    #[error("task {task_id} is not known to the {driver} driver on this node")]
+    UnknownTask {
+        task_id: String,
+        driver: &'static str,
+    },
+    #[error("task {task_id} was started already and has ended; a task runs once")]
+    AlreadyEnded { task_id: String },
+    #[error(
+        "the task did not end within {waited:?} of being stopped (a process stuck in the kernel?)"
+    )]
+    StopTimeout { waited: Duration },
+    #[error("cannot read the task's log: {source}")]
+    Logs { source: std::io::Error },
+}
+
+impl RuntimeError {
+    /// Whether the task can never run as specified on this node (the
+    /// controller reports REJECTED), rather than having failed while it
+    /// was being run (FAILED).
+    pub fn rejects_task(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::UnknownDriver { .. }
+                | RuntimeError::BadTaskId { .. }
+                | RuntimeError::NoContainerSpec
+                | RuntimeError::NoCommand
+                | RuntimeError::ImageGiven { .. }
+                | RuntimeError::CommandNotFound { .. }
+                | RuntimeError::NotExecutable { .. }
+                | RuntimeError::BadWorkdir { .. }
+                | RuntimeError::BadEnv { .. }
+                | RuntimeError::User(_)
+                | RuntimeError::BadStopSignal { .. }
+                | RuntimeError::StopGraceTooLong { .. }
+                | RuntimeError::NegativeLimit { .. }
+                | RuntimeError::Cgroup(cgroup::CgroupError::MissingController { .. })
+                | RuntimeError::PathTooLong { .. }
+        )
+    }
+}
+
+/// A task driver. Object safe: the agent holds `Arc<dyn Runtime>`.
+///
+/// Every call is idempotent enough to be retried after a daemon restart:
+/// `start` of a running task answers with its pid, `stop` of an ended task
+/// with its exit, `remove` of an unknown task does nothing.
+#[async_trait]
+pub trait Runtime: Send + Sync + fmt::Debug {
+    /// The name tasks ask for in `TaskSpec.driver`.
+    fn driver(&self) -> &'static str;
+
+    /// Checks that `task` can run here (command, user, directory, limits);
+    /// an error means REJECTED.
+    async fn prepare(&self, task: &Task) -> Result<(), RuntimeError>;
+
+    /// Starts `task`; returns once its main process runs.
+    async fn start(&self, task: &Task) -> Result<Started, RuntimeError>;
+
+    /// Finds a task started before (by this or an earlier daemon).
+    async fn attach(&self, task_id: &str) -> Result<Attached, RuntimeError>;
+
+    /// Waits until the task has ended. Cancel safe: dropping the future
+    /// leaves the task alone.
+    async fn wait(&self, task_id: &str) -> Result<ExitStatus, RuntimeError>;
+
+    /// Sends the stop signal, SIGKILL after the grace period, and waits
+    /// for the end (bounded by the grace period and `KILL_WAIT_MAX`).
+    async fn stop(&self, task_id: &str, stop: StopRequest) -> Result<ExitStatus, RuntimeError>;
+
+    /// Kills the task if it still runs and deletes all it left (state,
+    /// cgroups, logs).
+    async fn remove(&self, task_id: &str) -> Result<(), RuntimeError>;
+
+    /// The tasks this runtime has anything of on the node (running, ended
+    /// or not yet removed), sorted: lets a restarted agent remove what is
+    /// no longer assigned to it.
+    async fn task_ids(&self) -> Result<Vec<String>, RuntimeError>;
+
+    /// The task's log lines, as `options` ask (tail, since, follow).
+    async fn logs(
+        &self,
+        task_id: &str,
+        options: LogsOptions,
+    ) -> Result<LogLineStream, RuntimeError>;
+}
+
+/// The drivers of this node, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Drivers {
+    by_name: BTreeMap<&'static str, Arc<dyn Runtime>>,
+}
+
+impl Drivers {
+    /// A node with these runtimes.
+    pub fn new(runtimes: impl IntoIterator<Item = Arc<dyn Runtime>>) -> Self {
+        Self {
+            by_name: runtimes.into_iter().map(|r| (r.driver(), r)).collect(),
+        }
+    }
+
+    /// The driver names, for the node description.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.by_name.keys().copied().collect()
+    }
+
+    /// The runtime `task` asks for (`DEFAULT_DRIVER` when it names none);
+    /// a driver this node lacks rejects the task.
+    pub fn for_task(&self, task: &Task) -> Result<Arc<dyn Runtime>, RuntimeError> {
+        let asked = task.spec.as_ref().map_or("", |s| s.driver.as_str());
+        let driver = if asked.is_empty() {
+            DEFAULT_DRIVER
+        } else {
+            asked
+        };
+        self.by_name
+            .get(driver)
+            .cloned()
+            .ok_or_else(|| RuntimeError::UnknownDriver {
+                driver: driver.to_string(),
+                available: self.names().join(", "),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_read_like_a_shell() {
+        assert!(ExitStatus::Code(0).success());
+        assert_eq!(ExitStatus::Code(3).to_string(), "task exited with code 3");
+        assert_eq!(ExitStatus::Signal(9).to_string(), "task killed by signal 9");
+        assert_eq!(ExitStatus::Signal(9).exit_code(), 137);
+        assert!(!ExitStatus::Signal(15).success());
+    }
+
+    #[test]
+    fn stop_defaults_to_sigterm_and_ten_seconds() {
+        assert_eq!(
+            StopRequest::for_spec(None).unwrap(),
+            StopRequest {
+                signal: 15,
+                grace: Duration::from_secs(10)
+            }
+        );
+        let spec = ContainerSpec {
+            stop_signal: "SIGINT".into(),
+            stop_grace_period_ms: Some(250),
+            ..ContainerSpec::default()
+        };
+        assert_eq!(
+            StopRequest::for_spec(Some(&spec)).unwrap(),
+            StopRequest {
+                signal: 2,
+                grace: Duration::from_millis(250)
+            }
+        );
+    }
+
+    #[test]
+    fn bad_stop_settings_reject_the_task() {
+        let spec = ContainerSpec {
+            stop_signal: "SIGNOPE".into(),
+            ..ContainerSpec::default()
+        };
+        let err = StopRequest::for_spec(Some(&spec)).unwrap_err();
+        assert!(err.rejects_task(), "{err}");
+        let spec = ContainerSpec {
+            stop_grace_period_ms: Some(u64::MAX),
+            ..ContainerSpec::default()
+        };
+        assert!(
+            StopRequest::for_spec(Some(&spec))
+                .unwrap_err()
+                .rejects_task()
+        );
+    }
+
+    #[test]
+    fn runtime_failures_fail_rather_than_reject() {
+        assert!(!RuntimeError::ShimGone.rejects_task());
+        assert!(
+            !RuntimeError::StartFailed {
+                message: "x".into()
+            }
+            .rejects_task()
+        );
+    }
+}
