@@ -12,6 +12,8 @@ use crate::client::Daemon;
 
 #[path = "bench_dispatch.rs"]
 mod dispatch;
+#[path = "bench_e2e.rs"]
+mod e2e;
 
 /// Most concurrent clients `bench writes` runs.
 const CLIENTS_MAX: usize = 1024;
@@ -62,6 +64,10 @@ pub enum BenchCommand {
     /// managers, simulated nodes, and tasks written already ASSIGNED; times
     /// until every task is RUNNING. Needs no daemon.
     Dispatch(dispatch::DispatchArgs),
+    /// From `service create` to every replica RUNNING on a live cluster
+    /// (run it on a manager), with simulated worker nodes run in this
+    /// process.
+    E2e(e2e::E2eArgs),
 }
 
 pub async fn run(d: &Daemon, cmd: BenchCommand) -> Result<()> {
@@ -84,6 +90,7 @@ pub async fn run(d: &Daemon, cmd: BenchCommand) -> Result<()> {
             Ok(())
         }
         BenchCommand::Dispatch(args) => dispatch::dispatch(args).await,
+        BenchCommand::E2e(args) => e2e::e2e(d, args).await,
     }
 }
 

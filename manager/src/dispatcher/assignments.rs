@@ -22,7 +22,8 @@
 //! - A stream never goes back in time: it skips queued changes at or below
 //!   the store version its COMPLETE set was read at. Registering the queue
 //!   before reading that set means every later change reaches the queue.
-//! - A node has at most one stream: a new one replaces (and ends) the old.
+//! - A node has at most one stream: a new one replaces (and ends) the old;
+//!   deleting the node ends it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -82,6 +83,17 @@ pub struct Routed {
 
 // ---------------------------------------------------------------------------
 // Router: which node must hear about a store event (pure).
+
+/// The ID of the node `event` deletes, if it deletes one: a removed node's
+/// stream ends (its certificate is refused from then on).
+fn deleted_node(event: &StoreEvent) -> Option<&str> {
+    match event.object.as_ref().and_then(|o| o.kind.as_ref()) {
+        Some(Kind::Node(node)) if event.kind == ActionKind::Delete as i32 => {
+            node.meta.as_ref().map(|m| m.id.as_str())
+        }
+        _ => None,
+    }
+}
 
 /// Whether a node is shown `task`: placed on a node and at least ASSIGNED.
 pub fn is_assigned(task: &Task) -> bool {
@@ -395,6 +407,13 @@ impl AssignmentsHub {
         })
     }
 
+    /// Ends `node_id`'s stream, if it has one.
+    pub fn end(&self, node_id: &str) {
+        if self.lock().nodes.remove(node_id).is_some() {
+            info!(node = %node_id, "the node was removed: its assignments stream ended");
+        }
+    }
+
     /// Forgets `node_id`'s queue if it still belongs to `session`; says
     /// whether it did (false: a newer stream of the node replaced it).
     fn unregister(&self, node_id: &str, session: u64) -> bool {
@@ -618,6 +637,10 @@ async fn fan_out(ctx: &ManagerContext, term: u64, cancel: &CancellationToken) ->
 }
 
 fn fan_out_event(hub: &AssignmentsHub, router: &mut Router, event: &StoreEvent) {
+    if let Some(node_id) = deleted_node(event) {
+        hub.end(node_id);
+        return;
+    }
     for (node_id, change) in router.route(event) {
         let routed = Routed {
             version: event.version,

@@ -392,3 +392,75 @@ async fn a_local_caller_is_refused() {
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     m.stop().await;
 }
+
+/// Reads `stream` until it ends with a status; changes before the end are
+/// allowed (they were queued before the reset).
+async fn ended(stream: &mut AssignmentsStream) -> tonic::Status {
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the stream ends within 10 s")
+            .expect("with a status, not silently");
+        if let Err(status) = item {
+            return status;
+        }
+    }
+}
+
+/// Goal: when the watch history is lost (here: a snapshot installed over
+/// the store), every stream ends instead of missing changes, and the
+/// fan-out starts again so a reconnecting node gets a COMPLETE set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_watch_ends_every_stream_and_the_fan_out_restarts() {
+    let (m, cluster) = start_leader().await;
+    let n1 = add_worker(&m.ctx, "w1").await;
+    let made = create_tasks(&m.ctx, vec![task(&n1, 1, TaskState::Assigned)]).await;
+    let mut stream = open_stream(&m, &cluster.cluster_id, &n1).await;
+    assert_eq!(next(&mut stream).await.tasks.len(), 1);
+    let state = m.ctx.store.read(|s| s.clone());
+    m.ctx.store.install(state);
+    assert_eq!(ended(&mut stream).await.code(), tonic::Code::Unavailable);
+
+    let mut again = open_stream(&m, &cluster.cluster_id, &n1).await;
+    assert_eq!(next(&mut again).await.tasks.len(), 1);
+    update_task(&m.ctx, &task_id(&made[0]), |t| {
+        t.desired_state = TaskState::Shutdown as i32;
+    })
+    .await;
+    let change = next(&mut again).await;
+    assert_eq!(change.tasks[0].desired_state, TaskState::Shutdown as i32);
+    m.stop().await;
+}
+
+/// Goal: streams end when the manager stops leading (here: its Raft node
+/// stops), so nodes go and find the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_leadership_ends_every_stream() {
+    let (m, cluster) = start_leader().await;
+    let n1 = add_worker(&m.ctx, "w1").await;
+    let mut stream = open_stream(&m, &cluster.cluster_id, &n1).await;
+    next(&mut stream).await;
+    m.ctx.raft.shutdown().await;
+    assert_eq!(ended(&mut stream).await.code(), tonic::Code::Unavailable);
+    assert_eq!(m.ctx.dispatcher.assignments.connected(), 0);
+    m.stop().await;
+}
+
+/// Goal: removing a node ends its stream at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_node_ends_its_stream() {
+    let (m, cluster) = start_leader().await;
+    let n1 = add_worker(&m.ctx, "w1").await;
+    let mut stream = open_stream(&m, &cluster.cluster_id, &n1).await;
+    next(&mut stream).await;
+    let node = m.ctx.store.read(|s| s.node(&n1).cloned()).unwrap();
+    m.ctx
+        .propose(vec![crate::manager::action(
+            ActionKind::Delete,
+            Kind::Node(node),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(ended(&mut stream).await.code(), tonic::Code::Unavailable);
+    m.stop().await;
+}
