@@ -98,6 +98,10 @@ pub struct FieldFlags {
     /// Most tasks of this service on one node (0: no limit).
     #[arg(long, visible_alias = "replicas-max-per-node", value_parser = values::max_replicas, allow_hyphen_values = true)]
     pub max_replicas: Option<u64>,
+    /// Even out the spread of this service's tasks, with its update
+    /// policy, whenever a node joins or returns (swarm never does).
+    #[arg(long, value_name = "BOOL")]
+    pub rebalance_on_join: Option<bool>,
     /// CPUs the scheduler sets aside for each task, e.g. 0.5.
     #[arg(long, value_name = "CPUS", value_parser = values::nano_cpus, allow_hyphen_values = true)]
     pub reserve_cpu: Option<i64>,
@@ -236,6 +240,9 @@ impl FieldFlags {
             task.placement
                 .get_or_insert_with(Default::default)
                 .max_replicas = n;
+        }
+        if let Some(on) = self.rebalance_on_join {
+            spec.rebalance = on;
         }
         self.update_policy().apply(&mut spec.update);
         self.rollback_policy().apply(&mut spec.rollback);

@@ -131,6 +131,7 @@ const CREATE_CASES: &[(&[&str], Edit)] = &[
         }]
     }),
     (&["--max-replicas", "2"], |s| placement(s).max_replicas = 2),
+    (&["--rebalance-on-join", "true"], |s| s.rebalance = true),
     (&["--replicas-max-per-node", "2"], |s| {
         placement(s).max_replicas = 2
     }),
