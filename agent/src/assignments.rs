@@ -37,8 +37,8 @@ use tonic::{Code, Status};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::limits::{
-    ASSIGNMENTS_MESSAGE_SIZE_MAX, CALL_TIMEOUT, REDIRECTS_MAX, SESSION_BACKOFF_MAX,
-    SESSION_BACKOFF_MIN, STATUS_BATCH_MAX, STATUS_QUEUE_TASKS_MAX,
+    ASSIGNMENTS_MESSAGE_SIZE_MAX, ASSIGNMENTS_RECONNECT_SPREAD, CALL_TIMEOUT, REDIRECTS_MAX,
+    SESSION_BACKOFF_MAX, SESSION_BACKOFF_MIN, STATUS_BATCH_MAX, STATUS_QUEUE_TASKS_MAX,
 };
 use crate::session::AgentStatus;
 
@@ -306,6 +306,29 @@ async fn stream_once(
         Ok(Err(status)) => return after_error(link, addr, backoff, &status),
         Ok(Ok(resp)) => resp.into_inner(),
     };
+    let mut established = false;
+    let end = forward(link, addr, tx, backoff, &mut stream, &mut established).await;
+    match end {
+        // Every node loses its stream at once when the leader changes: spread
+        // their reconnections (and the COMPLETE sets they cost the new
+        // leader) instead of landing on it together.
+        StreamEnd::Reconnect(wait) if established => {
+            StreamEnd::Reconnect(wait + jitter(ASSIGNMENTS_RECONNECT_SPREAD))
+        }
+        end => end,
+    }
+}
+
+/// Forwards `stream`'s messages until it ends; sets `established` once a
+/// COMPLETE set arrived.
+async fn forward(
+    link: &ManagerLink,
+    addr: &str,
+    tx: &mpsc::Sender<AssignmentsMessage>,
+    backoff: &mut Backoff,
+    stream: &mut tonic::Streaming<AssignmentsMessage>,
+    established: &mut bool,
+) -> StreamEnd {
     let mut session = link.inner.managers.clone();
     // The session may end (node removed) while this stream goes on.
     let mut session_alive = true;
@@ -327,6 +350,7 @@ async fn stream_once(
                     debug!(%addr, tasks = message.tasks.len(), "complete set received");
                     link.succeeded();
                     backoff.reset();
+                    *established = true;
                 }
                 if tx.send(message).await.is_err() {
                     return StreamEnd::Closed;
@@ -339,6 +363,19 @@ async fn stream_once(
             Err(status) => return after_error(link, addr, backoff, &status),
         }
     }
+}
+
+/// A random duration in `[0, max]` (no RNG crate: the std hasher's keys are
+/// random per process and per hasher).
+fn jitter(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    hasher.write_u32(nanos);
+    let fraction = (hasher.finish() % 1_000_000) as f64 / 1_000_000.0;
+    max.mul_f64(fraction)
 }
 
 /// Whether the session now names another leader than `addr`; if so, the

@@ -385,3 +385,16 @@ async fn reporter_batches_retries_and_drops_refused_updates() {
     assert_eq!(later[0].task_id, "c");
     reporter.stop().await;
 }
+
+#[test]
+fn jitter_stays_within_its_bound_and_varies() {
+    let max = Duration::from_millis(1000);
+    let samples: Vec<Duration> = (0..64).map(|_| jitter(max)).collect();
+    assert!(samples.iter().all(|d| *d <= max));
+    let distinct: std::collections::BTreeSet<Duration> = samples.into_iter().collect();
+    assert!(
+        distinct.len() > 32,
+        "{} distinct values of 64",
+        distinct.len()
+    );
+}

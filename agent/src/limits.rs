@@ -46,6 +46,13 @@ pub const LOG_REQUEST_TASKS_MAX: usize = 10_000;
 /// large specs, and stays a bound a broken manager cannot exceed.
 pub const ASSIGNMENTS_MESSAGE_SIZE_MAX: usize = 64 * 1024 * 1024;
 
+/// A node that lost an established Assignments stream reconnects after a
+/// random pause of up to this long. When the leader changes every node loses
+/// its stream at once, and each reconnection costs the new leader a COMPLETE
+/// set: 1,000 nodes spread over a second instead of arriving together (an
+/// election already takes about that long).
+pub const ASSIGNMENTS_RECONNECT_SPREAD: Duration = Duration::from_secs(1);
+
 /// Most status updates in one `UpdateTaskStatus` call: under the managers'
 /// per-call limit (1,024), and large enough that a node starting a hundred
 /// tasks reports them in one call.

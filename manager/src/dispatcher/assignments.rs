@@ -11,7 +11,9 @@
 //! when something other than its status and meta changed (desired state,
 //! spec, …). Status changes are **not** echoed: past ASSIGNED the agent
 //! itself writes the status, so it already knows it; the only other status
-//! writer is ORPHANED for a node that is gone. A task is listed in
+//! writer is ORPHANED for a node that is gone. (The one exception: a task's
+//! first change after a new term started is sent whatever it is, since the
+//! new fan-out does not know what the node was shown.) A task is listed in
 //! `removed_task_ids` when it is deleted or stops being the node's (moved to
 //! another node, or reset below ASSIGNED).
 //!
@@ -118,7 +120,10 @@ fn node_view_digest(task: &Task) -> u64 {
 #[derive(Debug, Clone)]
 struct Shown {
     node_id: Arc<str>,
-    digest: u64,
+    /// `None` for tasks known from the snapshot a term started with: their
+    /// next change is sent whatever it is (at most one redundant message per
+    /// task), which keeps the store's read lock short at the start of a term.
+    digest: Option<u64>,
 }
 
 /// Decides, event by event, which node hears about which task change. It
@@ -132,14 +137,16 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router that knows what every node is shown in `s`.
+    /// A router that knows which node is shown each task in `s` (not yet
+    /// what of it, so each task's next change is sent). Cheap: it runs under the store's
+    /// read lock, which the Raft state machine waits for.
     pub fn from_state(s: &StoreState) -> Self {
         let mut router = Router::default();
         for task in s.tasks().filter(|t| is_assigned(t)) {
             let id = task.meta.as_ref().map_or("", |m| m.id.as_str());
             let shown = Shown {
                 node_id: router.intern(&task.node_id),
-                digest: node_view_digest(task),
+                digest: None,
             };
             router.shown.insert(id.to_string(), shown);
         }
@@ -186,7 +193,9 @@ impl Router {
         let digest = node_view_digest(task);
         let mut out = Vec::new();
         match self.shown.get(id) {
-            Some(old) if *old.node_id == *task.node_id && old.digest == digest => return out,
+            Some(old) if *old.node_id == *task.node_id && old.digest == Some(digest) => {
+                return out;
+            }
             Some(old) if *old.node_id != *task.node_id => {
                 out.push((old.node_id.clone(), Change::Remove(id.to_string())));
             }
@@ -194,6 +203,7 @@ impl Router {
         }
         let node_id = self.intern(&task.node_id);
         out.push((node_id.clone(), Change::Upsert(Box::new(task.clone()))));
+        let digest = Some(digest);
         self.shown.insert(id.to_string(), Shown { node_id, digest });
         out
     }

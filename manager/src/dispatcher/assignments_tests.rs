@@ -99,8 +99,10 @@ fn router_removes_deleted_reset_and_moved_tasks() {
     assert_eq!(router.len(), 1);
 }
 
-/// Goal: a router built from a snapshot knows what nodes were shown, so a
-/// status-only change after a leader change is still not echoed.
+/// Goal: a router built from a snapshot knows which node has which task: a
+/// task's first change after a leader change is sent once (the router does
+/// not know what the node saw), later status-only changes are not, and a
+/// deletion reaches the right node.
 #[test]
 fn router_from_state_knows_assigned_tasks() {
     let mut s = StoreState::new();
@@ -118,10 +120,21 @@ fn router_from_state_knows_assigned_tasks() {
     assert_eq!(router.len(), 1);
     let mut done = assigned.clone();
     done.status.as_mut().unwrap().state = TaskState::Complete as i32;
+    let out = router.route(&event(2, ActionKind::Update, &done));
+    assert_eq!(
+        ids(&out),
+        [("n1".into(), format!("upsert {}", task_id(&done)))]
+    );
+    done.status.as_mut().unwrap().message = "exited".into();
     assert!(
         router
-            .route(&event(2, ActionKind::Update, &done))
+            .route(&event(3, ActionKind::Update, &done))
             .is_empty()
+    );
+    let out = router.route(&event(4, ActionKind::Delete, &done));
+    assert_eq!(
+        ids(&out),
+        [("n1".into(), format!("remove {}", task_id(&done)))]
     );
 }
 
