@@ -52,14 +52,25 @@ impl ManagerContext {
         }
     }
 
-    /// The leader's address, for calls that redirect instead of forwarding.
+    /// The leader's address (`None`: this manager leads), for calls that
+    /// redirect instead of forwarding; waits briefly for an election in
+    /// progress. A known leader elsewhere is answered at once: a redirect
+    /// must not wait out `LEADER_WAIT_MAX`, or nodes miss heartbeats.
     pub async fn leader_addr(&self) -> Result<Option<String>, Status> {
-        match self.route(true).await {
-            Ok(Route::Local) => Ok(None),
-            Ok(Route::Leader(_)) | Err(_) => match self.raft.leader() {
-                Some((_, addr)) => Ok(Some(addr)),
-                None => Err(self.no_leader_status().await),
-            },
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT_MAX;
+        loop {
+            if self.raft.is_leader() {
+                return Ok(None);
+            }
+            if let Some((id, addr)) = self.raft.leader()
+                && id != self.raft.id()
+            {
+                return Ok(Some(addr));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.no_leader_status().await);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
