@@ -560,3 +560,18 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Res
         None => bail!("timed out after {timeout:?}"),
     }
 }
+
+/// Prints the median, minimum and maximum of benchmark trials (none: nothing).
+pub fn print_median(samples: &mut [Duration]) {
+    samples.sort();
+    let (Some(min), Some(max)) = (samples.first(), samples.last()) else {
+        return;
+    };
+    println!(
+        "median {} ms over {} trials (min {} ms, max {} ms)",
+        samples[samples.len() / 2].as_millis(),
+        samples.len(),
+        min.as_millis(),
+        max.as_millis()
+    );
+}

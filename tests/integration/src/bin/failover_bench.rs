@@ -45,14 +45,6 @@ fn main() -> Result<()> {
             .context("restart the old leader")?;
         c.wait_ready(3)?;
     }
-    samples.sort();
-    let median = samples[samples.len() / 2];
-    println!(
-        "median {} ms over {} trials (min {} ms, max {} ms)",
-        median.as_millis(),
-        samples.len(),
-        samples[0].as_millis(),
-        samples[samples.len() - 1].as_millis()
-    );
+    rswarm_integration::print_median(&mut samples);
     Ok(())
 }

@@ -76,15 +76,7 @@ fn main() -> Result<()> {
         c.node("m1")
             .ok(&["service", "update", "--rebalance", SERVICE])?;
     }
-    samples.sort();
-    let median = samples[samples.len() / 2];
-    println!(
-        "median {} ms over {} trials (min {} ms, max {} ms)",
-        median.as_millis(),
-        samples.len(),
-        samples[0].as_millis(),
-        samples[samples.len() - 1].as_millis()
-    );
+    rswarm_integration::print_median(&mut samples);
     Ok(())
 }
 
