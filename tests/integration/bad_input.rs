@@ -145,11 +145,15 @@ fn foreign_or_corrupted_data_is_refused() -> Result<()> {
 
     std::fs::remove_dir_all(&a_raft)?;
     std::fs::rename(&saved, &a_raft)?;
-    let log = a_raft.join("raft-log.redb");
+    // The first segment of the write-ahead log.
+    let log = a_raft.join("wal").join(format!("{:020}.wal", 1));
     let original = std::fs::read(&log)?;
     std::fs::write(&log, vec![0xA5u8; original.len()])?;
     let (code, err) = a.node_mut("m1").start_expecting_refusal()?;
-    ensure!(code == 1 && err.contains("raft-log.redb"), "{code}: {err}");
+    ensure!(
+        code == 1 && err.contains(&log.display().to_string()) && err.contains("damaged"),
+        "{code}: {err}"
+    );
 
     // Put the log back: the node starts and its state is intact.
     std::fs::write(&log, &original)?;

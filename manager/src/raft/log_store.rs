@@ -1,17 +1,16 @@
-//! The durable Raft log and vote: openraft's `RaftLogStorage` on one redb
-//! file, `<dir>/raft-log.redb`.
+//! The durable Raft log and vote: openraft's `RaftLogStorage` on the
+//! segment-file write-ahead log in `<dir>/wal/` ([`super::wal`]).
 //!
-//! Owns: the log entries (table `log`: index → postcard-encoded `Entry`),
-//! the vote, the committed log id and the last purged log id (table `meta`).
+//! Owns: the log entries, the vote, the committed log id and the last purged
+//! log id as openraft sees them, and the writer thread.
 //!
 //! Invariants (openraft's storage contract):
 //! - Every write — append, vote, committed pointer, truncate, purge — goes
 //!   through one writer thread, in call order, so vote and log I/O are never
-//!   reordered. The writer commits everything queued in one redb transaction
-//!   with `Durability::Immediate` (one fsync: group commit), then answers
-//!   every request in it. A transaction is all or nothing.
+//!   reordered. The writer writes everything queued as one batch with one
+//!   `fdatasync` (group commit), then answers every request in it.
 //! - `append` makes entries readable before it returns (they sit in the
-//!   in-memory `pending` tail until their transaction commits); its
+//!   in-memory `pending` tail until their batch is durable); its
 //!   `IOFlushed` callback fires only once they are on disk, never on error.
 //! - `save_vote`, `truncate_after` and `purge` return once durable.
 //! - The log is contiguous: appends must follow the last entry, truncation
@@ -30,51 +29,25 @@ use std::thread::JoinHandle;
 use openraft::OptionalSend;
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 use super::TypeConfig;
+use super::wal::{EntryIndex, Location, Record, Recovered, WAL_DIR_NAME, Wal, WalError};
 use crate::store::limits::LOG_WRITE_QUEUE_MAX;
 
 type Entry = EntryOf<TypeConfig>;
 type LogId = LogIdOf<TypeConfig>;
 type Vote = VoteOf<TypeConfig>;
 
-/// The log's file name inside the manager's Raft directory.
-pub const LOG_FILE_NAME: &str = "raft-log.redb";
-
-const LOG_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const KEY_FORMAT: &str = "format";
-const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
-const KEY_PURGED: &str = "last_purged";
-/// On-disk format of the tables; bump on any incompatible change.
-const FORMAT_VERSION: u32 = 1;
+/// The log's directory inside the manager's Raft directory.
+pub const LOG_DIR_NAME: &str = WAL_DIR_NAME;
+/// Where releases before the write-ahead log kept the log (a redb file).
+const OLD_LOG_FILE_NAME: &str = "raft-log.redb";
 
 /// Why the log could not be opened. Messages name the file.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LogStoreError {
-    /// The file cannot be created or is not a redb database.
-    #[error("cannot open the raft log {}: {reason}", .path.display())]
-    Open {
-        /// The log file.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The file is a database, but its contents are not a valid log.
-    #[error("the raft log {} is damaged: {reason}; remove this manager from the cluster and join it again with an empty data directory", .path.display())]
-    Corrupt {
-        /// The log file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-}
+pub type LogStoreError = WalError;
 
 /// What readers see: the durable log plus the not-yet-durable tail.
 #[derive(Default)]
@@ -84,15 +57,23 @@ struct View {
     last_purged: Option<LogId>,
     /// The last entry's id, or `last_purged` when the log is empty.
     last_log: Option<LogId>,
-    /// Appended entries whose transaction has not committed yet: always a
+    /// Appended entries whose batch is not durable yet: always a
     /// contiguous suffix of the log.
     pending: BTreeMap<u64, Entry>,
+    /// Where the durable entries are on disk.
+    disk: EntryIndex,
     /// Set by the first write error; everything fails afterwards.
     failed: Option<String>,
+    /// Set when the [`LogStore`] is dropped: reader handles that outlive it
+    /// fail instead of reading a closed log.
+    closed: bool,
 }
 
 impl View {
     fn check(&self) -> io::Result<()> {
+        if self.closed {
+            return Err(io::Error::other("the raft log is closed"));
+        }
         match &self.failed {
             None => Ok(()),
             Some(reason) => Err(io::Error::other(format!(
@@ -104,10 +85,10 @@ impl View {
 
 struct Shared {
     path: PathBuf,
-    /// `None` once the [`LogStore`] is dropped: the file closes with it, even
-    /// if a reader handle outlives it (its reads then fail).
-    db: RwLock<Option<Database>>,
     view: RwLock<View>,
+    /// Makes the writer fail its next batch, as a dead disk would.
+    #[cfg(test)]
+    fail_writes: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -117,14 +98,6 @@ impl Shared {
 
     fn view_mut(&self) -> RwLockWriteGuard<'_, View> {
         self.view.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Runs `f` on the open database.
-    fn with_db<T>(&self, f: impl FnOnce(&Database) -> T) -> Result<T, String> {
-        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
-        db.as_ref()
-            .map(f)
-            .ok_or_else(|| "the raft log is closed".to_owned())
     }
 
     fn io_error(&self, what: &str, e: impl std::fmt::Display) -> io::Error {
@@ -144,7 +117,7 @@ impl Shared {
             Bound::Excluded(&e) => e,
             Bound::Unbounded => u64::MAX,
         };
-        let (lo, hi, tail, txn) = {
+        let (tail, on_disk) = {
             let view = self.view();
             view.check()?;
             let lo = start.max(view.last_purged.as_ref().map_or(0, |p| p.index + 1));
@@ -153,45 +126,34 @@ impl Shared {
                 return Ok(Vec::new());
             }
             let tail: Vec<Entry> = view.pending.range(lo..hi).map(|(_, e)| e.clone()).collect();
-            // Begun under the lock: every entry that left `pending` before
-            // this point is in this read transaction.
-            let txn = self
-                .with_db(|db| db.begin_read().map_err(|e| e.to_string()))
-                .and_then(|r| r)
-                .map_err(|e| self.io_error("cannot read", e))?;
-            (lo, hi, tail, txn)
-        };
-        let disk_hi = tail.first().map_or(hi, |e| e.log_id.index);
-        let mut out: Vec<Entry> = Vec::new();
-        if lo < disk_hi {
-            let table = txn
-                .open_table(LOG_TABLE)
-                .map_err(|e| self.io_error("cannot read", e))?;
-            let range = table
-                .range(lo..disk_hi)
-                .map_err(|e| self.io_error("cannot read", e))?;
-            for item in range {
-                let (key, value) = item.map_err(|e| self.io_error("cannot read", e))?;
-                let index = key.value();
-                let entry: Entry = postcard::from_bytes(value.value())
-                    .map_err(|e| self.io_error(&format!("entry {index} cannot be decoded"), e))?;
-                if let Some(prev) = out.last()
-                    && prev.log_id.index + 1 != index
-                {
-                    let missing = prev.log_id.index + 1;
-                    return Err(
-                        self.io_error("hole in the log", format!("entry {missing} is missing"))
-                    );
+            let disk_hi = tail.first().map_or(hi, |e| e.log_id.index);
+            let mut on_disk: Vec<(u64, Location)> = Vec::new();
+            for index in lo..disk_hi {
+                match view.disk.get(index) {
+                    Some(loc) => on_disk.push((index, loc.clone())),
+                    // Only a prefix may be missing.
+                    None if on_disk.is_empty() => continue,
+                    None => {
+                        return Err(
+                            self.io_error("hole in the log", format!("entry {index} is missing"))
+                        );
+                    }
                 }
-                out.push(entry);
             }
-            // Only a prefix may be missing: what was found must reach the
-            // tail (or the end of the range).
-            if let Some(reached) = out.last().map(|e| e.log_id.index + 1)
-                && reached != disk_hi
+            if let Some((last, _)) = on_disk.last()
+                && last + 1 != disk_hi
             {
-                return Err(self.io_error("hole in the log", format!("entry {reached} is missing")));
+                let missing = last + 1;
+                return Err(self.io_error("hole in the log", format!("entry {missing} is missing")));
             }
+            (tail, on_disk)
+        };
+        let mut out = Vec::with_capacity(on_disk.len() + tail.len());
+        for (index, loc) in on_disk {
+            let bytes = loc.read().map_err(|e| self.io_error("cannot read", e))?;
+            let entry: Entry = postcard::from_bytes(&bytes)
+                .map_err(|e| self.io_error(&format!("entry {index} cannot be decoded"), e))?;
+            out.push(entry);
         }
         out.extend(tail);
         Ok(out)
@@ -222,43 +184,54 @@ enum LogWrite {
     },
 }
 
-/// Writes everything in `batch` in one transaction, durably.
-fn commit(db: &Database, batch: &[LogWrite]) -> Result<(), redb::Error> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    {
-        let mut log = txn.open_table(LOG_TABLE)?;
-        let mut meta = txn.open_table(META_TABLE)?;
-        for op in batch {
-            match op {
-                LogWrite::Append { entries, .. } => {
-                    for (id, bytes) in entries {
-                        log.insert(id.index, bytes.as_slice())?;
-                    }
-                }
-                LogWrite::Vote { bytes, .. } => {
-                    meta.insert(KEY_VOTE, bytes.as_slice())?;
-                }
-                LogWrite::Committed { bytes: Some(bytes) } => {
-                    meta.insert(KEY_COMMITTED, bytes.as_slice())?;
-                }
-                LogWrite::Committed { bytes: None } => {
-                    meta.remove(KEY_COMMITTED)?;
-                }
-                LogWrite::Truncate { from, .. } => log.retain_in(*from.., |_, _| false)?,
-                LogWrite::Purge { upto, bytes, .. } => {
-                    log.retain_in(..=*upto, |_, _| false)?;
-                    meta.insert(KEY_PURGED, bytes.as_slice())?;
+/// The records that make `batch` durable, in order.
+fn records(batch: &[LogWrite]) -> Vec<Record<'_>> {
+    let mut out = Vec::new();
+    for op in batch {
+        match op {
+            LogWrite::Append { entries, .. } => {
+                out.extend(entries.iter().map(|(id, bytes)| Record::Entry {
+                    index: id.index,
+                    bytes,
+                }));
+            }
+            LogWrite::Vote { bytes, .. } => out.push(Record::Vote(bytes)),
+            LogWrite::Committed { bytes } => out.push(Record::Committed(bytes.as_deref())),
+            LogWrite::Truncate { from, .. } => out.push(Record::Truncate { from: *from }),
+            LogWrite::Purge { upto, bytes, .. } => out.push(Record::Purge { upto: *upto, bytes }),
+        }
+    }
+    out
+}
+
+/// Writes `batch` durably and makes it visible to readers.
+fn commit(shared: &Shared, wal: &mut Wal, batch: &[LogWrite]) -> Result<(), String> {
+    if let Some(reason) = shared.view().failed.clone() {
+        return Err(reason);
+    }
+    #[cfg(test)]
+    if shared.fail_writes.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err("injected write failure".to_owned());
+    }
+    let records = records(batch);
+    let written = wal.write(&records).map_err(|e| e.to_string())?;
+    let mut view = shared.view_mut();
+    view.disk.publish(&records, &written);
+    for op in batch {
+        if let LogWrite::Append { entries, .. } = op {
+            for (id, _) in entries {
+                // A later truncate may have replaced the pending entry.
+                if view.pending.get(&id.index).is_some_and(|e| e.log_id == *id) {
+                    view.pending.remove(&id.index);
                 }
             }
         }
     }
-    txn.commit()?;
     Ok(())
 }
 
 /// The writer thread: group-commits whatever is queued, then answers.
-fn run_writer(shared: Arc<Shared>, mut queue: mpsc::Receiver<LogWrite>) {
+fn run_writer(shared: Arc<Shared>, mut wal: Wal, mut queue: mpsc::Receiver<LogWrite>) {
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < LOG_WRITE_QUEUE_MAX {
@@ -267,32 +240,13 @@ fn run_writer(shared: Arc<Shared>, mut queue: mpsc::Receiver<LogWrite>) {
                 Err(_) => break,
             }
         }
-        let earlier_failure = shared.view().failed.clone();
-        let result = match earlier_failure {
-            Some(reason) => Err(reason),
-            None => shared
-                .with_db(|db| commit(db, &batch).map_err(|e| e.to_string()))
-                .and_then(|r| r),
-        };
-        {
-            let mut view = shared.view_mut();
-            match &result {
-                Ok(()) => {
-                    for op in &batch {
-                        if let LogWrite::Append { entries, .. } = op {
-                            for (id, _) in entries {
-                                if view.pending.get(&id.index).is_some_and(|e| e.log_id == *id) {
-                                    view.pending.remove(&id.index);
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(reason) => {
-                    tracing::error!(path = %shared.path.display(), %reason, "raft log write failed");
-                    view.failed.get_or_insert_with(|| reason.clone());
-                }
-            }
+        let result = commit(&shared, &mut wal, &batch);
+        if let Err(reason) = &result {
+            tracing::error!(path = %shared.path.display(), %reason, "raft log write failed");
+            shared
+                .view_mut()
+                .failed
+                .get_or_insert_with(|| reason.clone());
         }
         let answer = || {
             result.clone().map_err(|reason| {
@@ -326,107 +280,58 @@ fn encode<T: Serialize>(what: &str, value: &T) -> io::Result<Vec<u8>> {
     })
 }
 
-/// Creates the tables on first use and checks the format.
-fn init_tables(db: &Database, path: &Path) -> Result<(), LogStoreError> {
-    let err = |e: redb::Error| LogStoreError::Open {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    };
-    let txn = db.begin_write().map_err(|e| err(e.into()))?;
-    {
-        let mut meta = txn.open_table(META_TABLE).map_err(|e| err(e.into()))?;
-        let format = meta
-            .get(KEY_FORMAT)
-            .map_err(|e| err(e.into()))?
-            .map(|v| v.value().to_vec());
-        match format {
-            None => {
-                meta.insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())
-                    .map_err(|e| err(e.into()))?;
-            }
-            Some(found) if found == FORMAT_VERSION.to_le_bytes() => {}
-            Some(found) => {
-                return Err(LogStoreError::Corrupt {
-                    path: path.to_owned(),
-                    reason: format!(
-                        "unknown format {found:?}; this rswarm reads format {FORMAT_VERSION}"
-                    ),
-                });
-            }
-        }
-        txn.open_table(LOG_TABLE).map_err(|e| err(e.into()))?;
-    }
-    txn.commit().map_err(|e| err(e.into()))
-}
-
-/// Reads the meta table and checks every entry.
-fn load(db: &Database, path: &Path) -> Result<View, LogStoreError> {
-    let corrupt = |reason: String| LogStoreError::Corrupt {
+/// The view of a recovered log: decodes the metadata and the last entry.
+fn load(recovered: Recovered, path: &Path) -> Result<View, LogStoreError> {
+    let corrupt = |reason: String| WalError::Corrupt {
         path: path.to_owned(),
         reason,
     };
-    let read_err = |e: redb::Error| corrupt(format!("cannot read it: {e}"));
-    let txn = db.begin_read().map_err(|e| read_err(e.into()))?;
-    let meta = txn.open_table(META_TABLE).map_err(|e| read_err(e.into()))?;
-    let get = |key: &str| -> Result<Option<Vec<u8>>, LogStoreError> {
-        let value = meta.get(key).map_err(|e| read_err(e.into()))?;
-        Ok(value.map(|v| v.value().to_vec()))
-    };
     fn decode<T: DeserializeOwned>(
-        bytes: Option<Vec<u8>>,
+        bytes: Option<&[u8]>,
         what: &str,
-        corrupt: &dyn Fn(String) -> LogStoreError,
-    ) -> Result<Option<T>, LogStoreError> {
+        corrupt: &dyn Fn(String) -> WalError,
+    ) -> Result<Option<T>, WalError> {
         bytes
             .map(|b| {
-                postcard::from_bytes(&b)
+                postcard::from_bytes(b)
                     .map_err(|e| corrupt(format!("the {what} cannot be decoded: {e}")))
             })
             .transpose()
     }
-    let vote: Option<Vote> = decode(get(KEY_VOTE)?, "vote", &corrupt)?;
-    let committed: Option<LogId> = decode(get(KEY_COMMITTED)?, "committed log id", &corrupt)?;
-    let last_purged: Option<LogId> = decode(get(KEY_PURGED)?, "purged log id", &corrupt)?;
-    let log = txn.open_table(LOG_TABLE).map_err(|e| read_err(e.into()))?;
-    let mut last: Option<LogId> = None;
-    for item in log.iter().map_err(|e| read_err(e.into()))? {
-        let (key, value) = item.map_err(|e| read_err(e.into()))?;
-        let index = key.value();
-        let entry: Entry = postcard::from_bytes(value.value())
-            .map_err(|e| corrupt(format!("entry {index} cannot be decoded: {e}")))?;
-        if entry.log_id.index != index {
-            return Err(corrupt(format!(
-                "entry {index} holds the entry of index {}",
-                entry.log_id.index
-            )));
+    let Recovered { meta, entries } = recovered;
+    let vote: Option<Vote> = decode(meta.vote.as_deref(), "vote", &corrupt)?;
+    let committed: Option<LogId> = decode(meta.committed.as_deref(), "committed log id", &corrupt)?;
+    let last_purged: Option<LogId> = decode(
+        meta.purged.as_ref().map(|(_, b)| b.as_slice()),
+        "purged log id",
+        &corrupt,
+    )?;
+    let last_entry = match entries.last() {
+        None => None,
+        Some((index, loc)) => {
+            let bytes = loc
+                .read()
+                .map_err(|e| corrupt(format!("cannot read entry {index}: {e}")))?;
+            let entry: Entry = postcard::from_bytes(&bytes)
+                .map_err(|e| corrupt(format!("entry {index} cannot be decoded: {e}")))?;
+            if entry.log_id.index != index {
+                return Err(corrupt(format!(
+                    "entry {index} holds the entry of index {}",
+                    entry.log_id.index
+                )));
+            }
+            Some(entry.log_id)
         }
-        if let Some(p) = &last_purged
-            && index <= p.index
-        {
-            return Err(corrupt(format!(
-                "entry {index} is at or below the purged index {}",
-                p.index
-            )));
-        }
-        if let Some(prev) = &last
-            && prev.index + 1 != index
-        {
-            return Err(corrupt(format!(
-                "entries {} to {} are missing",
-                prev.index + 1,
-                index - 1
-            )));
-        }
-        last = Some(entry.log_id);
-    }
-    let last_log = last.or(last_purged);
+    };
     Ok(View {
         vote,
         committed,
         last_purged,
-        last_log,
+        last_log: last_entry.or(last_purged),
         pending: BTreeMap::new(),
+        disk: entries,
         failed: None,
+        closed: false,
     })
 }
 
@@ -463,35 +368,37 @@ impl Debug for LogReader {
 }
 
 impl LogStore {
-    /// Opens (creating if needed) `<dir>/raft-log.redb`, checks every entry,
-    /// and starts the writer thread. Errors name the file.
+    /// Opens (creating if needed) the log in `<dir>/wal/`, replays it, and
+    /// starts the writer thread. Errors name the file.
     pub fn open(dir: &Path) -> Result<LogStore, LogStoreError> {
-        let path = dir.join(LOG_FILE_NAME);
-        let open_err = |reason: String| LogStoreError::Open {
-            path: path.clone(),
-            reason,
-        };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| open_err(format!("cannot create its directory: {e}")))?;
-        // The integrity check turns a damaged file into an error instead of
-        // a panic; it reads the whole file, which compaction keeps small.
-        let db = redb::Builder::new()
-            .set_check_integrity_on_open(true)
-            .create(&path)
-            .map_err(|e| open_err(e.to_string()))?;
-        init_tables(&db, &path)?;
-        let view = load(&db, &path)?;
+        let path = dir.join(LOG_DIR_NAME);
+        let old = dir.join(OLD_LOG_FILE_NAME);
+        if old.exists() {
+            return Err(WalError::Open {
+                path: old,
+                reason: "this raft log was written by an older rswarm in a format this release \
+                         does not read; remove this manager from the cluster and join it again \
+                         with an empty data directory"
+                    .to_owned(),
+            });
+        }
+        let (wal, recovered) = Wal::open(&path)?;
+        let view = load(recovered, &path)?;
         let shared = Arc::new(Shared {
             path: path.clone(),
-            db: RwLock::new(Some(db)),
             view: RwLock::new(view),
+            #[cfg(test)]
+            fail_writes: Default::default(),
         });
         let (queue, rx) = mpsc::channel(LOG_WRITE_QUEUE_MAX);
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("raft-log-writer".to_owned())
-            .spawn(move || run_writer(writer_shared, rx))
-            .map_err(|e| open_err(format!("cannot start its writer thread: {e}")))?;
+            .spawn(move || run_writer(writer_shared, wal, rx))
+            .map_err(|e| WalError::Open {
+                path: path.clone(),
+                reason: format!("cannot start its writer thread: {e}"),
+            })?;
         Ok(LogStore {
             shared,
             queue: Some(queue),
@@ -499,7 +406,7 @@ impl LogStore {
         })
     }
 
-    /// The log file.
+    /// The log directory.
     pub fn path(&self) -> &Path {
         &self.shared.path
     }
@@ -531,21 +438,18 @@ impl LogStore {
 
 impl Drop for LogStore {
     fn drop(&mut self) {
-        // Closing the queue ends the writer once it has drained it.
+        // Closing the queue ends the writer once it has drained it; the
+        // writer owns the log and unlocks it as it ends.
         self.queue.take();
         if let Some(writer) = self.writer.take()
             && writer.join().is_err()
         {
             tracing::error!(path = %self.shared.path.display(), "the raft log writer panicked");
         }
-        // Close the file now, not when the last reader handle goes.
-        let db = self
-            .shared
-            .db
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        drop(db);
+        // Close the files now, not when the last reader handle goes.
+        let mut view = self.shared.view_mut();
+        view.closed = true;
+        view.disk = EntryIndex::default();
     }
 }
 

@@ -1,4 +1,4 @@
-//! Tests of the redb log store beyond openraft's suite: restart, damaged
+//! Tests of the log store beyond openraft's suite: restart, damaged
 //! files, group commit and read-your-append visibility.
 
 use std::path::Path;
@@ -67,73 +67,78 @@ async fn everything_survives_a_restart() {
     );
 }
 
+/// The first segment of the log in `dir`.
+fn first_segment(dir: &Path) -> std::path::PathBuf {
+    dir.join(LOG_DIR_NAME).join(format!("{:020}.wal", 1))
+}
+
 #[tokio::test]
-async fn a_file_that_is_not_a_database_is_refused_by_path() {
+async fn a_file_that_is_not_a_log_is_refused_by_path() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(LOG_FILE_NAME);
+    drop(LogStore::open(dir.path()).unwrap());
+    let path = first_segment(dir.path());
     std::fs::write(&path, vec![0x5a; 64 * 1024]).unwrap();
     let err = LogStore::open(dir.path()).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
-    assert!(matches!(err, LogStoreError::Open { .. }), "{msg}");
+    assert!(matches!(err, LogStoreError::Corrupt { .. }), "{msg}");
 }
 
-fn put_raw(dir: &Path, index: u64, bytes: &[u8]) {
-    let db = Database::create(dir.join(LOG_FILE_NAME)).unwrap();
-    let txn = db.begin_write().unwrap();
-    txn.open_table(LOG_TABLE)
-        .unwrap()
-        .insert(index, bytes)
-        .unwrap();
-    txn.commit().unwrap();
+/// Writes raw records behind the log store's back.
+fn put_raw(dir: &Path, records: &[super::super::wal::Record<'_>]) {
+    let (mut wal, _) = Wal::open(&dir.join(LOG_DIR_NAME)).unwrap();
+    wal.write(records).unwrap();
 }
 
 #[tokio::test]
 async fn undecodable_or_missing_entries_are_refused_by_path() {
+    use super::super::wal::Record;
     let dir = tempfile::tempdir().unwrap();
     {
         let mut store = LogStore::open(dir.path()).unwrap();
         append_durably(&mut store, (1..=3).map(|i| normal(1, i)).collect()).await;
     }
-    put_raw(dir.path(), 4, &[0xff, 0xff, 0xff]);
+    put_raw(
+        dir.path(),
+        &[Record::Entry {
+            index: 4,
+            bytes: &[0xff, 0xff, 0xff],
+        }],
+    );
     let err = LogStore::open(dir.path()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LogStoreError::Corrupt { .. }), "{msg}");
     assert!(
-        msg.contains(&dir.path().join(LOG_FILE_NAME).display().to_string()),
+        msg.contains(&dir.path().join(LOG_DIR_NAME).display().to_string()),
         "{msg}"
     );
     assert!(msg.contains("entry 4"), "{msg}");
 
-    // A hole: entry 6 without 4 and 5.
+    // A hole: entry 6 after 4, without 5.
     let encoded = postcard::to_allocvec(&normal(1, 6)).unwrap();
-    let db = Database::create(dir.path().join(LOG_FILE_NAME)).unwrap();
-    let txn = db.begin_write().unwrap();
-    {
-        let mut log = txn.open_table(LOG_TABLE).unwrap();
-        log.remove(4).unwrap();
-        log.insert(6, encoded.as_slice()).unwrap();
-    }
-    txn.commit().unwrap();
-    drop(db);
+    put_raw(
+        dir.path(),
+        &[Record::Entry {
+            index: 6,
+            bytes: &encoded,
+        }],
+    );
     let msg = LogStore::open(dir.path()).unwrap_err().to_string();
-    assert!(msg.contains("missing"), "{msg}");
+    assert!(msg.contains("hole"), "{msg}");
+    assert!(
+        msg.contains(&first_segment(dir.path()).display().to_string()),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
-async fn a_log_of_another_format_is_refused() {
+async fn a_log_of_the_old_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    drop(LogStore::open(dir.path()).unwrap());
-    let db = Database::create(dir.path().join(LOG_FILE_NAME)).unwrap();
-    let txn = db.begin_write().unwrap();
-    txn.open_table(META_TABLE)
-        .unwrap()
-        .insert(KEY_FORMAT, 99u32.to_le_bytes().as_slice())
-        .unwrap();
-    txn.commit().unwrap();
-    drop(db);
+    let old = dir.path().join("raft-log.redb");
+    std::fs::write(&old, b"redb").unwrap();
     let msg = LogStore::open(dir.path()).unwrap_err().to_string();
-    assert!(msg.contains("unknown format"), "{msg}");
+    assert!(msg.contains(&old.display().to_string()), "{msg}");
+    assert!(msg.contains("older rswarm"), "{msg}");
 }
 
 #[tokio::test]
@@ -141,7 +146,8 @@ async fn the_same_file_cannot_be_opened_twice() {
     let dir = tempfile::tempdir().unwrap();
     let _first = LogStore::open(dir.path()).unwrap();
     let msg = LogStore::open(dir.path()).unwrap_err().to_string();
-    assert!(msg.contains(LOG_FILE_NAME), "{msg}");
+    assert!(msg.contains(LOG_DIR_NAME), "{msg}");
+    assert!(msg.contains("already running"), "{msg}");
 }
 
 #[tokio::test]
@@ -235,8 +241,11 @@ async fn a_write_error_fails_the_callback_and_everything_after() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = LogStore::open(dir.path()).unwrap();
     append_durably(&mut store, vec![normal(1, 1)]).await;
-    // Simulate a dead disk: the writer's next transaction cannot start.
-    drop(store.shared.db.write().unwrap().take());
+    // Simulate a dead disk: the writer's next batch fails.
+    store
+        .shared
+        .fail_writes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let (tx, rx) = TypeConfig::oneshot();
     store
         .append([normal(1, 2)], IOFlushed::signal(tx))

@@ -9,6 +9,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod state_machine;
+pub mod wal;
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for the manager store.
