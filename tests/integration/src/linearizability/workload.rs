@@ -48,7 +48,7 @@ use super::history::{
 pub const CALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(6);
 
 /// Operations one client runs at most; keeps a long soak's history (and
-/// the checker's bitsets) bounded, and values below the client stride.
+/// the checker's work) bounded, and values below the client stride.
 pub const OPERATIONS_PER_CLIENT_MAX: u64 = 200_000;
 const _: () = assert!(OPERATIONS_PER_CLIENT_MAX < VALUE_CLIENT_STRIDE);
 
@@ -157,7 +157,7 @@ impl Workload {
             .build()?;
         let start = Instant::now();
         let mut rng = StdRng::seed_from_u64(config.seed);
-        let run: u32 = rng.random();
+        let run = run_id();
         let registers = runtime.block_on(create_registers(&config, run, start))?;
         let mut history = History::new();
         for r in &registers {
@@ -215,9 +215,7 @@ impl Workload {
     pub fn stop(mut self) -> Result<History> {
         self.shared.stop.store(true, Ordering::SeqCst);
         let clients = std::mem::take(&mut self.clients);
-        let per_client = self
-            .runtime
-            .block_on(async { futures_join(clients).await })?;
+        let per_client = self.runtime.block_on(join_clients(clients))?;
         for op in per_client.into_iter().flatten() {
             self.history.push(op);
         }
@@ -240,7 +238,18 @@ impl Workload {
     }
 }
 
-async fn futures_join(
+/// Names this run's registers apart from any earlier run's on the same
+/// cluster (the seed only drives the clients' choices).
+fn run_id() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+/// Each client's operations, once it has finished.
+async fn join_clients(
     clients: Vec<tokio::task::JoinHandle<Vec<Operation>>>,
 ) -> Result<Vec<Vec<Operation>>> {
     let mut out = Vec::with_capacity(clients.len());
@@ -349,7 +358,7 @@ async fn create_register(config: &WorkloadConfig, name: &str, deadline: Instant)
                     && let Some(config) = resp.config
                 {
                     if observed(Some(&config)).map(|(v, _)| v) != Some(INITIAL_VALUE) {
-                        bail!("register {name} exists with another value: pick another seed");
+                        bail!("register {name} already exists with another value");
                     }
                     return Ok(config.meta.map(|m| m.id).unwrap_or_default());
                 }
