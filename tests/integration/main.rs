@@ -4,4 +4,5 @@
 
 mod bad_input;
 mod foundation;
+mod linearizability;
 mod services;

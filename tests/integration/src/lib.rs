@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+pub mod linearizability;
+
 /// The `rswarm` binary under test.
 pub fn rswarm_bin() -> PathBuf {
     if let Ok(p) = std::env::var("RSWARM_BIN") {

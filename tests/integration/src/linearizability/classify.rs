@@ -1,0 +1,87 @@
+//! What a failed control API call means for the history: did the write
+//! certainly not happen (`Fail`), or may it have happened (`Info`)?
+//!
+//! The manager gives no machine-readable "not applied" flag, so this reads
+//! codes and a few exact messages, and everything it does not recognise is
+//! `Info`. That direction is safe: an `Info` that did not happen only
+//! weakens the check, a `Fail` that did happen would make the checker
+//! report a violation that is not there. Where each case comes from:
+//!
+//! - `Aborted` "conflicts with a concurrent change": the store's version
+//!   check refused the committed entry when it was applied (`StoreError::
+//!   Conflict`). Definite, and an observation: the register did not hold the
+//!   expected value at that moment.
+//! - `InvalidArgument`, `NotFound`, `AlreadyExists`, `FailedPrecondition`,
+//!   `PermissionDenied`, `Unauthenticated`: validation before proposing, the
+//!   store refusing the entry when applying it, or a daemon that is not a
+//!   manager. Definite.
+//! - `Unavailable` "leadership changed during the call: retry": openraft's
+//!   `ForwardToLeader` from `client_write`, which it documents as "rejected
+//!   before its entry was appended" (`raft/node.rs` maps it to
+//!   `NotLeader`). Definite.
+//! - A transport error whose source is `tonic::ConnectError`: the client
+//!   never had a connection, so the request was never sent. Definite.
+//! - `Unavailable` "the outcome of the write is unknown" (openraft's
+//!   `LogEntryDiscarded`: the entry was appended, then dropped from this
+//!   leader's log, and may still commit elsewhere). Indeterminate.
+//! - `Unavailable` "cluster has no leader": said both when no leader was
+//!   found before proposing (definite) and when a call ran out of the
+//!   manager's `REQUEST_TIMEOUT` (possibly after proposing). The two cannot
+//!   be told apart, so: indeterminate.
+//! - `Internal` (openraft fatal, shutdown), `Unknown`, `Cancelled`, a lost
+//!   connection, the client's own timeout: indeterminate.
+
+use super::history::{FailReason, Outcome};
+use tonic::Code;
+
+/// The store's message for a refused compare-and-set.
+const CONFLICT_TEXT: &str = "conflicts with a concurrent change";
+/// The manager's message for openraft's `ForwardToLeader` on a proposal.
+const NOT_LEADER_BEFORE_PROPOSING_TEXT: &str = "leadership changed during the call: retry";
+
+/// The outcome of a call that failed with `status`, read as a write
+/// (`UpdateConfig`, `CreateConfig`). For a read only the counts use it: a
+/// failed read has no effect and observes nothing, either way.
+pub fn classify_error(status: &tonic::Status) -> Outcome {
+    let message = status.message();
+    let refused = || {
+        Outcome::Fail(FailReason::Refused {
+            reason: message.to_string(),
+        })
+    };
+    match status.code() {
+        Code::Aborted if message.contains(CONFLICT_TEXT) => Outcome::Fail(FailReason::Conflict),
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::FailedPrecondition
+        | Code::PermissionDenied
+        | Code::Unauthenticated => refused(),
+        Code::Unavailable if message == NOT_LEADER_BEFORE_PROPOSING_TEXT => refused(),
+        _ if never_connected(status) => refused(),
+        _ => Outcome::Info {
+            reason: message.to_string(),
+        },
+    }
+}
+
+/// Whether the call failed while connecting, before any byte of the
+/// request could be sent.
+fn never_connected(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    // The chain is short (status → hyper → connect → io); the bound only
+    // guards against a cycle.
+    for _ in 0..SOURCE_CHAIN_MAX {
+        let Some(err) = source else {
+            return false;
+        };
+        if err.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Longest error source chain followed.
+const SOURCE_CHAIN_MAX: usize = 16;
