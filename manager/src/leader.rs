@@ -25,7 +25,64 @@ pub enum Route {
     /// Here: this manager leads.
     Local,
     /// On the leader, through this channel.
-    Leader(Channel),
+    Leader(LeaderChannel),
+}
+
+/// A channel to the leader, with its address for error messages.
+pub struct LeaderChannel {
+    /// The leader's address.
+    pub addr: String,
+    /// The channel to it.
+    pub channel: Channel,
+}
+
+impl LeaderChannel {
+    /// The status for a forwarded call that failed. A status raised by this
+    /// side's transport, not by the leader, says which leader could not be
+    /// reached and whether the call may have reached it: a bare "connection
+    /// refused" reads as if this manager were down, and a client must know
+    /// whether to re-read before retrying.
+    pub fn forward_failed(&self, status: Status) -> Status {
+        if std::error::Error::source(&status).is_none() {
+            return status;
+        }
+        let addr = &self.addr;
+        let why = status.message();
+        if never_connected(&status) {
+            Status::unavailable(format!(
+                "cannot connect to the leader at {addr} to forward the call: {why}; \
+                 {NOTHING_CHANGED}: retry"
+            ))
+        } else {
+            Status::unavailable(format!(
+                "lost the connection to the leader at {addr} while forwarding the call: {why}; \
+                 a change it carried may or may not have been applied: read the object again \
+                 before retrying"
+            ))
+        }
+    }
+}
+
+/// What a failure message says when the call certainly changed nothing.
+pub const NOTHING_CHANGED: &str = "nothing was changed";
+
+/// Longest error source chain followed; it is short in practice (status,
+/// hyper, connect, io), the bound only guards against a cycle.
+const SOURCE_CHAIN_MAX: usize = 16;
+
+/// Whether the call failed while connecting, before any byte of it was sent.
+fn never_connected(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    for _ in 0..SOURCE_CHAIN_MAX {
+        let Some(err) = source else {
+            return false;
+        };
+        if err.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 impl ManagerContext {
@@ -43,7 +100,7 @@ impl ManagerContext {
                 let channel = self.channels.get(&addr).map_err(|e| {
                     Status::unavailable(format!("cannot reach the leader at {addr}: {e}"))
                 })?;
-                return Ok(Route::Leader(channel));
+                return Ok(Route::Leader(LeaderChannel { addr, channel }));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(self.no_leader_status().await);
@@ -109,14 +166,23 @@ impl ManagerContext {
 
 impl ManagerContext {
     /// Runs `work` within `REQUEST_TIMEOUT`; a call that runs out of time
-    /// reports why (usually: no leader) instead of hanging.
+    /// reports why (usually: no leader) instead of hanging, and that a change
+    /// it carried may have been applied: it may have been proposed already.
     pub async fn bounded<T>(
         &self,
         work: impl Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
         match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
             Ok(result) => result,
-            Err(_) => Err(self.no_leader_status().await),
+            Err(_) => {
+                let why = self.no_leader_status().await;
+                Err(Status::deadline_exceeded(format!(
+                    "the call did not finish within {}s ({}); a change it carried may or may not \
+                     have been applied: read the object again before retrying",
+                    REQUEST_TIMEOUT.as_secs(),
+                    why.message()
+                )))
+            }
         }
     }
 

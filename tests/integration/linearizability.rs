@@ -211,12 +211,26 @@ fn control_api_errors_are_classified_conservatively() {
         "this node is not a cluster manager"
     )));
     assert!(refused(&Status::invalid_argument("bad spec")));
+    assert!(refused(&Status::unavailable(
+        "cluster has no leader: 1 of 3 managers reachable; a majority (2) must be up to elect one"
+    )));
+    assert!(refused(&Status::unavailable(
+        "cannot connect to the leader at 192.0.2.1:4242 to forward the call: connection refused; \
+         nothing was changed: retry"
+    )));
     for unknown in [
         Status::unavailable(
             "the outcome of the write is unknown: leadership changed while it was in flight; \
              read the object again before retrying",
         ),
-        Status::unavailable("cluster has no leader: 1 of 3 managers reachable"),
+        Status::deadline_exceeded(
+            "the call did not finish within 5s (cluster has no leader: 1 of 3 managers \
+             reachable); a change it carried may or may not have been applied",
+        ),
+        Status::unavailable(
+            "lost the connection to the leader at 192.0.2.1:4242 while forwarding the call: \
+             broken pipe; a change it carried may or may not have been applied",
+        ),
         Status::internal("raft: shutting down"),
         Status::unknown("transport error"),
         Status::cancelled("h2 protocol error"),

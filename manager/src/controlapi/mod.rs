@@ -64,9 +64,12 @@ impl ControlService {
         let ctx = self.ctx.clone();
         let work = async move {
             match ctx.route(forwarded).await? {
-                Route::Leader(channel) => {
-                    forward(ControlClient::new(channel), forwarded_req(req)).await
-                }
+                Route::Leader(leader) => forward(
+                    ControlClient::new(leader.channel.clone()),
+                    forwarded_req(req),
+                )
+                .await
+                .map_err(|s| leader.forward_failed(s)),
                 Route::Local => local(ctx, req.into_inner()).await.map(Response::new),
             }
         };

@@ -24,10 +24,12 @@
 //! - `Unavailable` "the outcome of the write is unknown" (openraft's
 //!   `LogEntryDiscarded`: the entry was appended, then dropped from this
 //!   leader's log, and may still commit elsewhere). Indeterminate.
-//! - `Unavailable` "cluster has no leader": said both when no leader was
-//!   found before proposing (definite) and when a call ran out of the
-//!   manager's `REQUEST_TIMEOUT` (possibly after proposing). The two cannot
-//!   be told apart, so: indeterminate.
+//! - `Unavailable` "cluster has no leader": no leader was found before
+//!   proposing, or openraft refused the proposal before appending it.
+//!   Definite. A call that ran out of the manager's `REQUEST_TIMEOUT`
+//!   (possibly after proposing) is `DeadlineExceeded` instead.
+//! - `Unavailable` that says "nothing was changed": a follower could not
+//!   connect to the leader to forward the call. Definite.
 //! - `Internal` (openraft fatal, shutdown), `Unknown`, `Cancelled`, a lost
 //!   connection, the client's own timeout: indeterminate.
 
@@ -38,6 +40,10 @@ use tonic::Code;
 const CONFLICT_TEXT: &str = "conflicts with a concurrent change";
 /// The manager's message for openraft's `ForwardToLeader` on a proposal.
 const NOT_LEADER_BEFORE_PROPOSING_TEXT: &str = "leadership changed during the call: retry";
+/// The manager's message when it found no leader before proposing.
+const NO_LEADER_TEXT: &str = "cluster has no leader";
+/// What the manager says when a failed call certainly changed nothing.
+const NOTHING_CHANGED_TEXT: &str = "nothing was changed";
 
 /// The outcome of a call that failed with `status`, read as a write
 /// (`UpdateConfig`, `CreateConfig`). For a read only the counts use it: a
@@ -57,7 +63,13 @@ pub fn classify_error(status: &tonic::Status) -> Outcome {
         | Code::FailedPrecondition
         | Code::PermissionDenied
         | Code::Unauthenticated => refused(),
-        Code::Unavailable if message == NOT_LEADER_BEFORE_PROPOSING_TEXT => refused(),
+        Code::Unavailable
+            if message == NOT_LEADER_BEFORE_PROPOSING_TEXT
+                || message.starts_with(NO_LEADER_TEXT)
+                || message.contains(NOTHING_CHANGED_TEXT) =>
+        {
+            refused()
+        }
         _ if never_connected(status) => refused(),
         _ => Outcome::Info {
             reason: message.to_string(),
