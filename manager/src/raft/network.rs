@@ -3,10 +3,12 @@
 //!
 //! Payloads are openraft's own types, postcard-encoded inside `Blob`, so the
 //! proto file does not have to follow openraft's alpha API. One channel per
-//! peer address is cached: openraft asks for a new client on every vote
-//! broadcast and replication restart, and reconnecting each time slows
-//! failover. Only "cannot connect" maps to `Unreachable` (which backs off);
-//! everything else is a `NetworkError` retried at once.
+//! peer address and [`Lane`] is cached: openraft asks for a new client on
+//! every vote broadcast and replication restart, and reconnecting each time
+//! slows failover; and votes and heartbeats get their own connection, apart
+//! from replication and snapshots. Only "cannot connect" maps to
+//! `Unreachable` (which backs off); everything else is a `NetworkError`
+//! retried at once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,11 +45,27 @@ pub struct NetworkFactory {
     channels: ChannelCache,
 }
 
-/// One lazily-connected TLS channel per peer address.
+/// Which connection to a peer a call travels on. Each lane is its own TCP
+/// connection, so a vote or a heartbeat never waits behind megabytes of log
+/// entries or a snapshot in the same socket buffer (head-of-line blocking
+/// under load is what turns a busy cluster into one that cannot elect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Control calls a follower forwards to the leader.
+    Forward,
+    /// Votes, pre-votes, heartbeats, leader transfer: small and urgent.
+    RaftControl,
+    /// Log replication.
+    Replication,
+    /// Snapshot transfer.
+    Snapshot,
+}
+
+/// One lazily-connected TLS channel per peer address and [`Lane`].
 #[derive(Clone)]
 pub struct ChannelCache {
     tls: Arc<rustls::ClientConfig>,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<(String, Lane), Channel>>>,
 }
 
 impl ChannelCache {
@@ -59,15 +77,21 @@ impl ChannelCache {
         }
     }
 
-    /// The channel to `addr`, made on first use.
+    /// The channel for forwarded control calls to `addr`, made on first use.
     pub fn get(&self, addr: &str) -> Result<Channel, rswarm_pki::PkiError> {
+        self.lane(addr, Lane::Forward)
+    }
+
+    /// The channel to `addr` on `lane`, made on first use.
+    pub fn lane(&self, addr: &str, lane: Lane) -> Result<Channel, rswarm_pki::PkiError> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(addr) {
+        let key = (addr.to_string(), lane);
+        if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }
         let channel =
             rswarm_pki::tls_channel(addr, self.tls.clone(), rswarm_pki::MANAGER_SERVER_NAME)?;
-        channels.insert(addr.to_string(), channel.clone());
+        channels.insert(key, channel.clone());
         Ok(channel)
     }
 }
@@ -77,29 +101,54 @@ impl NetworkFactory {
     pub fn new(channels: ChannelCache) -> Self {
         Self { channels }
     }
-}
 
-impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
-    type Network = PeerClient;
-
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        let client = self
-            .channels
-            .get(&node.addr)
+    fn client(&self, addr: &str, lane: Lane) -> Result<RaftClient<Channel>, String> {
+        self.channels
+            .lane(addr, lane)
             .map(|c| {
                 RaftClient::new(c)
                     .max_decoding_message_size(RAFT_MESSAGE_SIZE_MAX)
                     .max_encoding_message_size(RAFT_MESSAGE_SIZE_MAX)
             })
-            .map_err(|e| e.to_string());
-        PeerClient { target, client }
+            .map_err(|e| e.to_string())
+    }
+
+    /// A peer client whose appends travel on `append_lane`; votes always
+    /// travel on the control lane.
+    fn peer(&self, target: NodeId, node: &BasicNode, append_lane: Lane) -> PeerClient {
+        PeerClient {
+            target,
+            control: self.client(&node.addr, Lane::RaftControl),
+            append: self.client(&node.addr, append_lane),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    /// For replication and votes.
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        self.peer(target, node, Lane::Replication)
+    }
+
+    /// Heartbeats (empty appends) share the votes' lane.
+    async fn new_heartbeat_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        self.peer(target, node, Lane::RaftControl)
+    }
+
+    async fn new_snapshot_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        self.peer(target, node, Lane::Snapshot)
     }
 }
 
 /// The client side of one peer.
 pub struct PeerClient {
     target: NodeId,
-    client: Result<RaftClient<Channel>, String>,
+    /// Votes and leader transfer.
+    control: Result<RaftClient<Channel>, String>,
+    /// Appends (and snapshots, for a snapshot client).
+    append: Result<RaftClient<Channel>, String>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Blob, RPCError<TypeConfig>> {
@@ -124,16 +173,19 @@ fn status_to_rpc_error(status: &Status) -> RPCError<TypeConfig> {
     }
 }
 
-impl PeerClient {
-    fn client(&self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
-        self.client
-            .clone()
-            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
-    }
+fn ready(
+    client: &Result<RaftClient<Channel>, String>,
+) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
+    client
+        .clone()
+        .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+}
 
-    /// One unary call bounded by the RPC's soft TTL.
+impl PeerClient {
+    /// One unary call on `client`, bounded by the RPC's soft TTL.
     async fn unary<Req, Resp, F, Fut>(
         &self,
+        client: &Result<RaftClient<Channel>, String>,
         req: &Req,
         option: &RPCOption,
         call: F,
@@ -145,7 +197,7 @@ impl PeerClient {
         Fut: Future<Output = Result<Response<Blob>, Status>>,
     {
         let ttl = option.soft_ttl();
-        let fut = call(self.client()?, encode(req)?);
+        let fut = call(ready(client)?, encode(req)?);
         match tokio::time::timeout(ttl, fut).await {
             Err(_) => Err(RPCError::Network(NetworkError::from_string(format!(
                 "raft rpc to {} timed out after {ttl:?}",
@@ -165,7 +217,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(&rpc, &option, |mut c, b| async move {
+        self.unary(&self.append, &rpc, &option, |mut c, b| async move {
             c.append_entries(b).await
         })
         .await
@@ -189,7 +241,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     {
         use futures::StreamExt;
         Box::pin(async move {
-            let mut client = self.client()?;
+            let mut client = ready(&self.append)?;
             // An unencodable request becomes an empty blob, which the peer
             // refuses: the stream ends with an error rather than a gap.
             let requests = input.map(|req| Blob {
@@ -213,8 +265,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(&rpc, &option, |mut c, b| async move { c.vote(b).await })
-            .await
+        self.unary(&self.control, &rpc, &option, |mut c, b| async move {
+            c.vote(b).await
+        })
+        .await
     }
 
     async fn pre_vote(
@@ -222,8 +276,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(&rpc, &option, |mut c, b| async move { c.pre_vote(b).await })
-            .await
+        self.unary(&self.control, &rpc, &option, |mut c, b| async move {
+            c.pre_vote(b).await
+        })
+        .await
     }
 
     async fn transfer_leader(
@@ -231,7 +287,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(&req, &option, |mut c, b| async move {
+        self.unary(&self.control, &req, &option, |mut c, b| async move {
             c.transfer_leader(b).await
         })
         .await
@@ -244,7 +300,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let mut client = self.client().map_err(rpc_to_streaming)?;
+        let mut client = ready(&self.append).map_err(rpc_to_streaming)?;
         let head = encode(&(vote, snapshot.meta.clone())).map_err(rpc_to_streaming)?;
         let data = super::state_machine::snapshot_bytes(&snapshot.snapshot);
         let mut blobs = vec![head];
