@@ -74,6 +74,24 @@ fn entries_and_metadata_survive_a_reopen() {
 }
 
 #[test]
+fn committed_ids_alone_wait_for_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = Wal::open(dir.path()).unwrap();
+        append(&mut wal, 1..=1);
+        assert_eq!(wal.syncs(), 1);
+        wal.write(&[Record::Committed(Some(b"c1"))]).unwrap();
+        assert_eq!(wal.syncs(), 1, "a committed id alone must not sync");
+        append(&mut wal, 2..=2);
+        assert_eq!(wal.syncs(), 2);
+    }
+    // Written all the same: it is read back after a clean close.
+    let (_wal, recovered) = Wal::open(dir.path()).unwrap();
+    assert_eq!(recovered.meta.committed.as_deref(), Some(&b"c1"[..]));
+    assert_eq!(entries(&recovered), expected(1..=2));
+}
+
+#[test]
 fn a_committed_id_can_be_cleared() {
     let dir = tempfile::tempdir().unwrap();
     {
