@@ -107,6 +107,12 @@ impl Host {
         command
     }
 
+    /// The processes running in this host's network namespace: its daemon,
+    /// task shims and tasks.
+    pub fn pids(&self) -> Vec<u32> {
+        crate::run::pids_in_netns(&self.netns_path())
+    }
+
     fn port(&self) -> String {
         bridge_port(&self.name)
     }
