@@ -482,3 +482,42 @@ fn an_isolated_leader_is_replaced_and_catches_up() -> Result<()> {
     ensure!(leader != old, "the healed old leader took over again");
     Ok(())
 }
+
+/// Goal: a leader that freezes (SIGSTOP) is replaced, and follows the new
+/// leader once it runs again.
+/// Method: 3 managers; pause the leader (its process is stopped); the
+/// others elect a new leader and take a write; resume; the old leader
+/// reports itself a follower with the write applied.
+#[test]
+fn a_paused_leader_is_replaced_and_follows_on_resume() -> Result<()> {
+    let c = Cluster::form(3, 0)?;
+    let old = c.leader("m1")?;
+    let survivor = if old == "m1" { "m2" } else { "m1" };
+    c.node(&old).pause()?;
+    let pid = c.node(&old).pid().context("no pid")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start());
+    ensure!(
+        state.is_some_and(|r| r.starts_with('T')),
+        "paused daemon is in state {state:?}"
+    );
+    wait_until(Duration::from_secs(20), || {
+        Ok(c.leader(survivor).is_ok_and(|l| l != old))
+    })
+    .with_context(|| format!("no new leader while the old one was paused\n{}", c.report()))?;
+    c.node(survivor)
+        .ok(&["node", "update", "--label-add", "during=pause", survivor])?;
+    let version = store_version(&c, survivor)?;
+    c.node(&old).resume()?;
+    wait_until(Duration::from_secs(20), || {
+        let raft = c
+            .node(&old)
+            .info()?
+            .get("Raft")
+            .cloned()
+            .unwrap_or_default();
+        Ok(raft.starts_with("follower") && store_version(&c, &old)? >= version)
+    })
+    .with_context(|| format!("the resumed leader did not follow\n{}", c.report()))?;
+    Ok(())
+}

@@ -341,6 +341,12 @@ impl Drop for Hosts {
     }
 }
 
+// A nemesis thread injects faults while client threads use the same hosts.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Hosts>();
+};
+
 /// Runs `ip ARGS`; fails with its stderr.
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
