@@ -494,13 +494,7 @@ fn a_paused_leader_is_replaced_and_follows_on_resume() -> Result<()> {
     let old = c.leader("m1")?;
     let survivor = if old == "m1" { "m2" } else { "m1" };
     c.node(&old).pause()?;
-    let pid = c.node(&old).pid().context("no pid")?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start());
-    ensure!(
-        state.is_some_and(|r| r.starts_with('T')),
-        "paused daemon is in state {state:?}"
-    );
+    ensure!(c.node(&old).is_paused(), "the daemon is not stopped");
     wait_until(Duration::from_secs(20), || {
         Ok(c.leader(survivor).is_ok_and(|l| l != old))
     })

@@ -25,6 +25,10 @@ use crate::{rswarm_bin, wait_until};
 /// How long a started daemon has to answer on its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long the kernel has to show a SIGSTOP or SIGCONT in the process
+/// state: delivery is asynchronous, and a machine under load is slow.
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a SIGTERM'd daemon has to exit before it gets SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -194,18 +198,27 @@ impl Node {
     }
 
     /// SIGSTOP: the daemon freezes (a stalled host or a long GC pause);
-    /// its tasks keep running. Connections stay open and time out.
+    /// its tasks keep running. Connections stay open and time out. Returns
+    /// once the kernel shows the process stopped.
     pub fn pause(&self) -> Result<()> {
         let pid = self.pid().context("the daemon is not running")?;
         signal(pid, rustix::process::Signal::STOP);
-        Ok(())
+        wait_until(SIGNAL_TIMEOUT, || Ok(is_stopped(pid)))
+            .with_context(|| format!("daemon {} did not stop on SIGSTOP", self.name))
     }
 
-    /// SIGCONT: a paused daemon runs again.
+    /// SIGCONT: a paused daemon runs again. Returns once the kernel shows
+    /// the process no longer stopped.
     pub fn resume(&self) -> Result<()> {
         let pid = self.pid().context("the daemon is not running")?;
         signal(pid, rustix::process::Signal::CONT);
-        Ok(())
+        wait_until(SIGNAL_TIMEOUT, || Ok(!is_stopped(pid)))
+            .with_context(|| format!("daemon {} did not resume on SIGCONT", self.name))
+    }
+
+    /// Whether the daemon is paused (stopped by a signal).
+    pub fn is_paused(&self) -> bool {
+        self.pid().is_some_and(is_stopped)
     }
 
     /// The daemon's process ID, while it runs.
@@ -367,6 +380,14 @@ impl Node {
             kill9(pid);
         }
     }
+}
+
+/// Whether process `pid` is stopped by a signal (state `T` in its stat).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+    })
 }
 
 /// The children of process `parent`.
