@@ -231,6 +231,7 @@ fn cleanup_leaves_nothing_behind() -> Result<()> {
     c.node("m1").ok(&[
         "service",
         "create",
+        "-d",
         "--driver",
         "process",
         "--name",
@@ -240,12 +241,16 @@ fn cleanup_leaves_nothing_behind() -> Result<()> {
         "/bin/sleep",
         "61101",
     ])?;
-    let task_pids: Vec<u32> = processes()
-        .into_iter()
-        .filter(|(_, cmd)| cmd == "/bin/sleep 61101")
-        .map(|(pid, _)| pid)
-        .collect();
-    ensure!(task_pids.len() == 1, "task processes: {task_pids:?}");
+    let tasks = || -> Vec<u32> {
+        processes()
+            .into_iter()
+            .filter(|(_, cmd)| cmd == "/bin/sleep 61101")
+            .map(|(pid, _)| pid)
+            .collect()
+    };
+    wait_until(Duration::from_secs(30), || Ok(tasks().len() == 1))
+        .with_context(|| format!("task processes: {:?}", tasks()))?;
+    let task_pids = tasks();
     let mut pids: Vec<u32> = c.nodes.iter().filter_map(|n| n.pid()).collect();
     pids.extend(c.node("w1").shim_pids());
     pids.extend(&task_pids);
@@ -282,9 +287,12 @@ fn cleanup_leaves_nothing_behind() -> Result<()> {
     Ok(())
 }
 
-/// A running `rswarm-hosts` holder: its process and its run prefix.
+/// A running `rswarm-hosts` holder: its process and its run prefix. It
+/// holds the holder's stdin open: at its end, the holder would exit by
+/// itself.
 struct Holder {
     child: std::process::Child,
+    _stdin: std::process::ChildStdin,
     prefix: String,
 }
 
@@ -296,6 +304,7 @@ fn start_holder() -> Result<Holder> {
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot start rswarm-hosts")?;
+    let stdin = child.stdin.take().context("no stdin")?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut prefix = None;
     for line in BufReader::new(stdout).lines() {
@@ -308,7 +317,11 @@ fn start_holder() -> Result<Holder> {
         }
     }
     let prefix = prefix.context("rswarm-hosts printed no prefix")?;
-    Ok(Holder { child, prefix })
+    Ok(Holder {
+        child,
+        _stdin: stdin,
+        prefix,
+    })
 }
 
 /// Goal: a run that is interrupted removes what it made; a run killed with

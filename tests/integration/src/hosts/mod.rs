@@ -30,6 +30,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -52,6 +53,9 @@ pub const HOSTS_MAX: usize = 250;
 /// A host name's length limit: the bridge port `p-<name>` must fit the
 /// kernel's 15-byte interface names.
 const HOST_NAME_LEN_MAX: usize = 12;
+
+/// How long a new host's link has to come up.
+const LINK_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The bridge in the fabric namespace.
 const BRIDGE: &str = "fabric0";
@@ -148,7 +152,10 @@ impl Hosts {
         };
         hosts.create_fabric()?;
         for name in names {
-            hosts.add(name)?;
+            hosts.add_unwaited(name)?;
+        }
+        for host in &hosts.hosts {
+            hosts.wait_link_up(host)?;
         }
         Ok(hosts)
     }
@@ -168,8 +175,16 @@ impl Hosts {
         )
     }
 
-    /// Adds a host `name` to the fabric and returns it.
+    /// Adds a host `name` to the fabric and returns it once its link
+    /// carries traffic.
     pub fn add(&mut self, name: &str) -> Result<&Host> {
+        let index = self.add_unwaited(name)?.index;
+        self.wait_link_up(&self.hosts[index])?;
+        Ok(&self.hosts[index])
+    }
+
+    /// Adds a host `name` to the fabric; its link may not carry traffic yet.
+    fn add_unwaited(&mut self, name: &str) -> Result<&Host> {
         check_host_name(name)?;
         ensure!(
             self.hosts.iter().all(|h| h.name != name),
@@ -209,6 +224,27 @@ impl Hosts {
         ip(&["-n", netns, "addr", "add", &address, "dev", HOST_LINK])?;
         ip(&["-n", netns, "link", "set", HOST_LINK, "up"])?;
         ip(&["-n", netns, "link", "set", "lo", "up"])
+    }
+
+    /// Waits until both ends of `host`'s link are up and its bridge port
+    /// forwards. Until the kernel has processed the carrier change (its
+    /// link watch runs late on a loaded machine), a new link drops
+    /// everything.
+    fn wait_link_up(&self, host: &Host) -> Result<()> {
+        let port = host.port();
+        let up = |netns: &str, link: &str, forwarding: bool| -> Result<bool> {
+            let out = Command::new("ip")
+                .args(["-n", netns, "-d", "-o", "link", "show", link])
+                .output()
+                .context("cannot run ip (iproute2)")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            Ok(text.contains("state UP")
+                && (!forwarding || text.contains("bridge_slave state forwarding")))
+        };
+        crate::wait_until(LINK_UP_TIMEOUT, || {
+            Ok(up(&self.fabric, &port, true)? && up(&host.netns, HOST_LINK, false)?)
+        })
+        .with_context(|| format!("the link of host {} did not come up", host.name))
     }
 
     /// The host named `name`.

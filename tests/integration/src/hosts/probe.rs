@@ -20,6 +20,10 @@ use super::Hosts;
 /// that no more are coming.
 const RECEIVE_IDLE: Duration = Duration::from_millis(300);
 
+/// How long a receiver waits for the first datagram: the sender may start
+/// late on a loaded machine.
+const FIRST_DATAGRAM_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Datagrams per pair in a reachability round: one lost packet does not
 /// make a pair look blocked when no loss is in force.
 const PROBES_PER_PAIR: usize = 3;
@@ -148,16 +152,21 @@ fn drain(socket: &UdpSocket) -> Result<Vec<SocketAddr>> {
 }
 
 /// The source of every datagram `socket` receives until none came for
-/// `RECEIVE_IDLE`.
+/// `RECEIVE_IDLE` (`FIRST_DATAGRAM_TIMEOUT` for the first one).
 fn received_from(socket: &UdpSocket) -> Result<Vec<SocketAddr>> {
-    socket.set_read_timeout(Some(RECEIVE_IDLE))?;
+    socket.set_read_timeout(Some(FIRST_DATAGRAM_TIMEOUT))?;
     let mut sources = Vec::new();
     let mut buffer = [0_u8; 64];
     let started = Instant::now();
     // Bounded by the largest measurement, plus slack for stray packets.
     while sources.len() <= DATAGRAMS_MAX * 2 && started.elapsed() < Duration::from_secs(60) {
         match socket.recv_from(&mut buffer) {
-            Ok((_, source)) => sources.push(source),
+            Ok((_, source)) => {
+                if sources.is_empty() {
+                    socket.set_read_timeout(Some(RECEIVE_IDLE))?;
+                }
+                sources.push(source);
+            }
             Err(e)
                 if matches!(
                     e.kind(),
