@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs rswarm's test suite: builds the binary the cluster tests start, then
 # runs every unit, property and cluster test. Installs what it needs on
-# Debian (build tools; Rust through rustup when cargo is missing).
+# Debian (build tools, iproute2, nftables; Rust through rustup when cargo is
+# missing). The cluster tests need root: they make network namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,16 @@ need_root() { if [ "$(id -u)" -ne 0 ]; then echo "sudo"; fi; }
 if ! command -v cc >/dev/null 2>&1; then
   $(need_root) apt-get update -qq
   $(need_root) apt-get install -y -qq build-essential
+fi
+# The multi-host tests make hosts out of network namespaces (ip), break the
+# network between them (nft) and start daemons inside them (nsenter, setpriv).
+missing=()
+for tool in ip:iproute2 nft:nftables nsenter:util-linux setpriv:util-linux; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  $(need_root) apt-get update -qq
+  $(need_root) apt-get install -y -qq "${missing[@]}"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   $(need_root) apt-get update -qq

@@ -1,17 +1,24 @@
 //! The foundation: forming a cluster from tokens, leader failover, restart
 //! from disk, token and certificate security, membership changes.
+//!
+//! Tests that look at node addresses or break the network run on hosts
+//! (one network namespace and address per node); the others run on
+//! loopback, which is cheaper and tests the same code.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use rswarm_integration::{Cluster, wait_until};
 
-/// Goal: 3 managers + 2 workers form a cluster from join tokens.
+/// Goal: 3 managers + 2 workers, each on a host of its own, form a cluster
+/// from join tokens, and every node shows its own address.
 /// Method: init m1, join the others with the tokens it prints, then check
-/// `node ls` from every manager: 5 Ready nodes, exactly one Leader, `*` on self.
+/// `node ls` from every manager: 5 Ready nodes, exactly one Leader, `*` on
+/// self; `node inspect` gives each node its host's address.
 #[test]
 fn cluster_forms_from_tokens() -> Result<()> {
-    let c = Cluster::form(3, 2)?;
+    let c = Cluster::form_on_hosts(3, 2)?;
+    nodes_show_their_own_addresses(&c)?;
     for m in ["m1", "m2", "m3"] {
         let nodes = c.node_ls(m)?;
         ensure!(nodes.len() == 5, "{m} lists {} nodes", nodes.len());
@@ -50,12 +57,12 @@ fn cluster_forms_from_tokens() -> Result<()> {
 }
 
 /// Goal: the cluster survives the loss of its leader and loses no write.
-/// Method: kill -9 the leader, write a label through a survivor, restart the
-/// old leader from its data dir and check it catches up; then restart all
-/// managers at once and check the state is intact.
+/// Method: on hosts, kill -9 the leader, write a label through a survivor,
+/// restart the old leader from its data dir and check it catches up; then
+/// restart all managers at once and check the state is intact.
 #[test]
 fn leader_failover_and_restart_from_disk() -> Result<()> {
-    let mut c = Cluster::form(3, 1)?;
+    let mut c = Cluster::form_on_hosts(3, 1)?;
     let leader = c.leader("m1")?;
     let survivor = if leader == "m1" { "m2" } else { "m1" };
     c.node_mut(&leader).kill9();
@@ -98,6 +105,28 @@ fn leader_failover_and_restart_from_disk() -> Result<()> {
     let w1 = c.node("m3").ok(&["node", "inspect", "w1"])?;
     let doc: serde_json::Value = serde_json::from_str(&w1)?;
     ensure!(doc[0]["Spec"]["Labels"]["zone"] == "a", "label lost: {doc}");
+    Ok(())
+}
+
+/// Every node's `node inspect` shows its own host's address, and the
+/// managers' Raft addresses are theirs too: all distinct.
+fn nodes_show_their_own_addresses(c: &Cluster) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for n in &c.nodes {
+        let doc = c.node_inspect("m2", &n.name)?;
+        let addr = doc["Status"]["Addr"].as_str().unwrap_or_default();
+        ensure!(
+            addr == n.addr() && addr.starts_with(&format!("{}:", n.ip())),
+            "{} shows address {addr:?}, its host is {}",
+            n.name,
+            n.addr()
+        );
+        ensure!(seen.insert(addr.to_string()), "{addr} shown twice");
+        if n.name.starts_with('m') {
+            let raft = doc["ManagerStatus"]["Addr"].as_str().unwrap_or_default();
+            ensure!(raft == n.addr(), "{} manager address {raft:?}", n.name);
+        }
+    }
     Ok(())
 }
 
@@ -402,5 +431,87 @@ fn demoting_the_leader_transfers_leadership() -> Result<()> {
     .context("the leader was not demoted with a handover")?;
     c.node(via)
         .ok(&["node", "update", "--label-add", "after=demotion", via])?;
+    Ok(())
+}
+
+/// Goal: a leader cut off from the network is replaced, cannot serve on its
+/// own, and rejoins as a follower with every write it missed.
+/// Method: 3 managers on hosts; cut the leader off; the other two elect a
+/// new leader and take a write; the old leader's `node ls` fails within 6 s
+/// saying there is no leader; heal; it follows and shows the write.
+#[test]
+fn an_isolated_leader_is_replaced_and_catches_up() -> Result<()> {
+    let c = Cluster::form_on_hosts(3, 0)?;
+    let old = c.leader("m1")?;
+    let survivor = if old == "m1" { "m2" } else { "m1" };
+    c.hosts()?.isolate(&old)?;
+    wait_until(Duration::from_secs(20), || {
+        Ok(c.leader(survivor).is_ok_and(|l| l != old))
+    })
+    .with_context(|| {
+        format!(
+            "no new leader after the old one was cut off\n{}",
+            c.report()
+        )
+    })?;
+    c.node(survivor).ok(&[
+        "node",
+        "update",
+        "--label-add",
+        "during=partition",
+        survivor,
+    ])?;
+    let started = std::time::Instant::now();
+    let (code, err) = c.node(&old).fails(&["node", "ls"])?;
+    ensure!(
+        started.elapsed() < Duration::from_secs(6),
+        "the cut-off leader took {:?} to answer",
+        started.elapsed()
+    );
+    ensure!(
+        code == 1 && err.contains("cluster has no leader"),
+        "{code}: {err}"
+    );
+    c.hosts()?.heal(&old)?;
+    wait_until(Duration::from_secs(20), || {
+        let doc = c.node_inspect(&old, survivor)?;
+        Ok(doc["Spec"]["Labels"]["during"] == "partition")
+    })
+    .with_context(|| format!("the old leader did not catch up\n{}", c.report()))?;
+    let leader = c.leader(&old)?;
+    ensure!(leader != old, "the healed old leader took over again");
+    Ok(())
+}
+
+/// Goal: a leader that freezes (SIGSTOP) is replaced, and follows the new
+/// leader once it runs again.
+/// Method: 3 managers; pause the leader (its process is stopped); the
+/// others elect a new leader and take a write; resume; the old leader
+/// reports itself a follower with the write applied.
+#[test]
+fn a_paused_leader_is_replaced_and_follows_on_resume() -> Result<()> {
+    let c = Cluster::form(3, 0)?;
+    let old = c.leader("m1")?;
+    let survivor = if old == "m1" { "m2" } else { "m1" };
+    c.node(&old).pause()?;
+    ensure!(c.node(&old).is_paused(), "the daemon is not stopped");
+    wait_until(Duration::from_secs(20), || {
+        Ok(c.leader(survivor).is_ok_and(|l| l != old))
+    })
+    .with_context(|| format!("no new leader while the old one was paused\n{}", c.report()))?;
+    c.node(survivor)
+        .ok(&["node", "update", "--label-add", "during=pause", survivor])?;
+    let version = store_version(&c, survivor)?;
+    c.node(&old).resume()?;
+    wait_until(Duration::from_secs(20), || {
+        let raft = c
+            .node(&old)
+            .info()?
+            .get("Raft")
+            .cloned()
+            .unwrap_or_default();
+        Ok(raft.starts_with("follower") && store_version(&c, &old)? >= version)
+    })
+    .with_context(|| format!("the resumed leader did not follow\n{}", c.report()))?;
     Ok(())
 }

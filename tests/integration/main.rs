@@ -1,8 +1,9 @@
 //! Cluster tests: every node is a real `rswarm daemon` process with its own
-//! data dir, talking mutual TLS over loopback. One test binary, one module
-//! per area.
+//! data dir, talking mutual TLS over loopback or between hosts made of
+//! network namespaces. One test binary, one module per area.
 
 mod bad_input;
 mod foundation;
+mod hosts;
 mod linearizability;
 mod services;

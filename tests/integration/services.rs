@@ -5,6 +5,10 @@
 //! Every test uses its own `sleep` duration as a marker, so the processes a
 //! test started can be counted in /proc without confusing them with
 //! anything else on the machine.
+//!
+//! Tests that depend on where nodes are reached (logs fetched from each
+//! node's address, a node that is alive but unreachable) run on hosts, one
+//! network namespace and address per node; the others run on loopback.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -82,12 +86,13 @@ fn ids(c: &Cluster, names: &[&str]) -> Result<Vec<String>> {
 
 /// Goal: a replicated service runs real processes spread over the workers,
 /// scales up and down, and a global service follows the nodes.
-/// Method: 6 replicas constrained to workers → 6 `sleep` processes, 2 per
-/// worker, each task's PID is one of them; scale to 9 (3 per worker) and 2;
-/// a global service runs once per node and once more on a node that joins.
+/// Method: on hosts, 6 replicas constrained to workers → 6 `sleep`
+/// processes, 2 per worker, each task's PID is one of them; scale to 9 (3
+/// per worker) and 2; a global service runs once per node and once more on
+/// a node that joins (on a new host).
 #[test]
 fn services_place_scale_and_follow_nodes() -> Result<()> {
-    let mut c = Cluster::form(3, 3)?;
+    let mut c = Cluster::form_on_hosts(3, 3)?;
     let workers = ids(&c, &["w1", "w2", "w3"])?;
     let m1 = c.node("m1");
     let cmd = "/bin/sleep 61001";
@@ -164,12 +169,14 @@ fn services_place_scale_and_follow_nodes() -> Result<()> {
     wait_processes(cmd, 0)?;
     wait_processes("/bin/sleep 61002", 0)?;
 
-    logs_name_their_source_and_skip_dead_nodes(&mut c)
+    logs_name_their_source_and_skip_unreachable_nodes(&c)
 }
 
-/// `service logs` from a follower: every task's line with its prefix; then
-/// a node dies and the command names it instead of hanging.
-fn logs_name_their_source_and_skip_dead_nodes(c: &mut Cluster) -> Result<()> {
+/// `service logs` from a follower: every task's line with its prefix,
+/// fetched from each node's own address; then a node is cut off from the
+/// network (alive, but its packets are dropped, so a connection times out
+/// instead of being refused) and the command names it instead of hanging.
+fn logs_name_their_source_and_skip_unreachable_nodes(c: &Cluster) -> Result<()> {
     // Logs come back from every node with the task prefix; a node that is
     // gone is named, not waited for.
     c.node("m1").ok(&[
@@ -211,12 +218,12 @@ fn logs_name_their_source_and_skip_dead_nodes(c: &mut Cluster) -> Result<()> {
         })
         .map(|n| n.name.clone())
         .context("no node runs talker")?;
-    c.node_mut(&victim).kill9_with_tasks();
+    c.hosts()?.isolate(&victim)?;
     let started = std::time::Instant::now();
     let out = c.node("m1").rswarm(&["service", "logs", "talker"])?;
     ensure!(
         started.elapsed() < Duration::from_secs(15),
-        "service logs hung on a dead node"
+        "service logs hung on an unreachable node"
     );
     ensure!(out.status.success(), "service logs failed: {out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -337,12 +344,13 @@ fn placement_rules_and_clear_refusals() -> Result<()> {
 
 /// Goal: tasks leave drained and failed nodes, stale tasks stop when a node
 /// returns, and a daemon restart keeps its processes.
-/// Method: drain w1 (its tasks move, its processes stop); kill -9 w2's
-/// daemon and its tasks (Down, replaced elsewhere; on return nothing of the
-/// service runs there); restart w3's daemon quickly: same task PIDs.
+/// Method: on hosts, drain w1 (its tasks move, its processes stop); cut w2
+/// off the network (Down, its tasks replaced elsewhere while its own
+/// processes keep running; once healed, they are stopped and nothing of
+/// the service runs there); restart w3's daemon quickly: same task PIDs.
 #[test]
 fn tasks_survive_node_failures_and_daemon_restarts() -> Result<()> {
-    let mut c = Cluster::form(3, 3)?;
+    let mut c = Cluster::form_on_hosts(3, 3)?;
     let [w1, w2, _w3] = <[String; 3]>::try_from(ids(&c, &["w1", "w2", "w3"])?)
         .map_err(|_| anyhow::anyhow!("three workers"))?;
     let cmd = "/bin/sleep 61010";
@@ -409,13 +417,28 @@ fn tasks_survive_node_failures_and_daemon_restarts() -> Result<()> {
         .ok(&["node", "update", "--availability", "active", "w1"])?;
     wait_processes(cmd, 6)?;
 
-    c.node_mut("w2").kill9_with_tasks();
+    let on_w2 = || -> Result<usize> {
+        let in_w2 = c.hosts()?.host("w2")?.pids();
+        Ok(pids_of(cmd).iter().filter(|p| in_w2.contains(p)).count())
+    };
+    wait_until(CONVERGE, || Ok(on_w2()? > 0)).context("w2 runs no task")?;
+    c.hosts()?.isolate("w2")?;
     wait_until(CONVERGE, || {
         let tasks = running(c.node("m1"), "tough")?;
         Ok(tasks.len() == 6 && tasks.iter().all(|t| t.node_id != w2))
     })
-    .with_context(|| format!("tasks of the dead node were not replaced\n{}", c.report()))?;
-    c.node_mut("w2").start()?;
+    .with_context(|| {
+        format!(
+            "tasks of the cut-off node were not replaced\n{}",
+            c.report()
+        )
+    })?;
+    // The cut-off node cannot know: its processes still run, beside the
+    // replacements.
+    let stale = on_w2()?;
+    ensure!(stale > 0, "the cut-off node's tasks stopped on their own");
+    wait_processes(cmd, 6 + stale)?;
+    c.hosts()?.heal("w2")?;
     c.wait_ready(6)?;
     // Its old tasks are shut down, not restarted there.
     wait_until(CONVERGE, || {
