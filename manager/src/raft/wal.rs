@@ -268,9 +268,8 @@ impl Meta {
         if let Some(v) = &self.vote {
             out.push(Record::Vote(v));
         }
-        if let Some(c) = &self.committed {
-            out.push(Record::Committed(Some(c)));
-        }
+        // Even when cleared: older segments may still say otherwise.
+        out.push(Record::Committed(self.committed.as_deref()));
         if let Some((upto, bytes)) = &self.purged {
             out.push(Record::Purge { upto: *upto, bytes });
         }
