@@ -15,8 +15,8 @@ use crate::store::Store;
 const WATCH: Duration = Duration::from_secs(2);
 
 /// Dials allowed while watching: heartbeats dial once per 50 ms interval
-/// (40 in 2 s) and replication once per 200 ms backoff (10); a retry loop
-/// dials thousands of times.
+/// (40 in 2 s) and replication once per backoff (starting at 200 ms and
+/// doubling: a handful); a retry loop dials thousands of times.
 const DIALS_MAX: usize = 100;
 
 /// A listener that accepts every connection and closes it at once, so that
