@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use rswarm_integration::{Cluster, Hosts, processes, sweep_dead_runs, wait_until};
+use rswarm_integration::{Cluster, Hosts, leftovers, processes, sweep_dead_runs, wait_until};
 
 /// How long a connection attempt across a blocked path waits.
 const BLOCKED_CONNECT: Duration = Duration::from_millis(300);
@@ -163,41 +163,6 @@ fn packet_loss_drops_roughly_the_share_asked() -> Result<()> {
         "{healed:.3} delivered after the loss was removed"
     );
     Ok(())
-}
-
-/// What a run with `prefix` left: namespaces, mounts, processes, directories.
-fn leftovers(prefix: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/run/netns") {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(prefix) {
-                found.push(format!("namespace {name}"));
-            }
-        }
-    }
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    found.extend(
-        mounts
-            .lines()
-            .filter(|l| l.contains(prefix))
-            .map(|l| format!("mount {l}")),
-    );
-    found.extend(
-        processes()
-            .into_iter()
-            .filter(|(_, cmd)| cmd.contains(prefix))
-            .map(|(pid, cmd)| format!("process {pid}: {cmd}")),
-    );
-    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(prefix) {
-                found.push(format!("directory {name}"));
-            }
-        }
-    }
-    found
 }
 
 /// The root namespace's links, by name.

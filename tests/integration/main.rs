@@ -3,6 +3,7 @@
 //! network namespaces. One test binary, one module per area.
 
 mod bad_input;
+mod chaos;
 mod foundation;
 mod hosts;
 mod linearizability;

@@ -225,9 +225,15 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 
     /// Pipelined replication: many AppendEntries in flight on one
     /// bidirectional stream instead of one round trip at a time.
+    ///
+    /// The first request is taken from `input` before the peer is dialed:
+    /// openraft waits out its backoff after a failed attempt while it makes
+    /// that request, so dialing first would retry an unreachable peer in a
+    /// tight loop (the chaos test saw about 1,000 dials a second to a killed
+    /// manager, each logging two warnings).
     fn stream_append<'s, S>(
         &'s mut self,
-        input: S,
+        mut input: S,
         _option: RPCOption,
     ) -> BoxFuture<
         's,
@@ -242,6 +248,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         use futures::StreamExt;
         Box::pin(async move {
             let mut client = ready(&self.append)?;
+            let Some(first) = input.next().await else {
+                // Nothing to send: no stream, and no reason to dial.
+                return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
+            };
+            let input = futures::stream::once(std::future::ready(first)).chain(input);
             // An unencodable request becomes an empty blob, which the peer
             // refuses: the stream ends with an error rather than a gap.
             let requests = input.map(|req| Blob {
@@ -471,3 +482,7 @@ impl rswarm_proto::raft_server::Raft for RaftService {
         encode_response(&resp)
     }
 }
+
+#[cfg(test)]
+#[path = "network_tests.rs"]
+mod tests;

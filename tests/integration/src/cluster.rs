@@ -27,6 +27,11 @@ use crate::{Hosts, Node, wait_until};
 /// How long a new cluster has to show every node Ready with one leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a failure report waits for each node's `node ls`: a paused or
+/// leaderless node must not hang the report (a manager gives up on a call
+/// after 5 s).
+const REPORT_CALL_TIMEOUT: Duration = Duration::from_secs(7);
+
 /// Nodes of one test, under one temporary directory.
 pub struct Cluster {
     /// The nodes, in creation order.
@@ -247,17 +252,19 @@ impl Cluster {
             out.push_str(&format!("--- network: {}\n", hosts.describe_faults()));
         }
         for n in &self.nodes {
-            let ls = n.rswarm(&["node", "ls"]).map(|o| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                )
-            });
+            let ls = n
+                .rswarm_within(&["node", "ls"], REPORT_CALL_TIMEOUT)
+                .map(|o| {
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                });
             out.push_str(&format!(
                 "--- {} node ls:\n{}\n--- {} log:\n{}\n",
                 n.name,
-                ls.unwrap_or_default(),
+                ls.unwrap_or_else(|e| format!("{e:#}")),
                 n.name,
                 n.log_tail()
             ));

@@ -30,8 +30,8 @@ use anyhow::{Result, bail};
 
 pub use cluster::Cluster;
 pub use hosts::{Host, Hosts};
-pub use node::{Node, processes};
-pub use run::sweep_dead_runs;
+pub use node::{CONTROL_CALL_TIMEOUT, Node, processes};
+pub use run::{leftovers, sweep_dead_runs};
 
 pub mod linearizability;
 

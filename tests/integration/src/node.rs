@@ -32,6 +32,12 @@ const SIGNAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a SIGTERM'd daemon has to exit before it gets SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bound on one control API call from the test: above the manager's own 5 s
+/// request bound, so a live manager answers first and says why; a paused
+/// daemon, which accepts connections but never answers, fails the call
+/// instead of hanging the test.
+pub const CONTROL_CALL_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// One node: a daemon process and its directories.
 pub struct Node {
     /// Its name (also its hostname).
@@ -243,6 +249,44 @@ impl Node {
             .context("cannot run rswarm")
     }
 
+    /// Runs `rswarm ARGS` against this node, killing the CLI if it has not
+    /// finished within `timeout`: a paused daemon accepts connections on its
+    /// socket but never answers, and a failure report must not hang on it.
+    pub fn rswarm_within(&self, args: &[&str], timeout: Duration) -> Result<Output> {
+        let mut child = Command::new(rswarm_bin())
+            .args(args)
+            .env("RSWARM_HOST", self.host())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run rswarm")?;
+        // Drain the pipes while waiting, so a large answer cannot block it.
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "'rswarm {}' on {} did not finish within {timeout:?}",
+                    args.join(" "),
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Ok(Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
+    }
+
     /// Runs `rswarm ARGS` and returns stdout; fails with stderr on error.
     pub fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.rswarm(args)?;
@@ -275,6 +319,11 @@ impl Node {
         ))
     }
 
+    /// The daemon's log file (stdout and stderr of every start).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// The last lines of the daemon's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -295,6 +344,29 @@ impl Node {
             .collect())
     }
 
+    /// The daemon's own `info` through the local node API (no manager
+    /// involved, so it answers without a leader), within
+    /// [`CONTROL_CALL_TIMEOUT`].
+    pub fn local_info(&self) -> Result<rswarm_proto::InfoResponse> {
+        let socket = self.socket();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let channel = rswarm_pki::unix_channel(socket);
+            let mut client = rswarm_proto::local_node_client::LocalNodeClient::new(channel);
+            let call = client.info(rswarm_proto::InfoRequest {});
+            match tokio::time::timeout(CONTROL_CALL_TIMEOUT, call).await {
+                Ok(Ok(resp)) => Ok(resp.into_inner()),
+                Ok(Err(s)) => bail!("info on {}: {}", self.name, s.message()),
+                Err(_) => bail!(
+                    "{} did not answer within {CONTROL_CALL_TIMEOUT:?}",
+                    self.name
+                ),
+            }
+        })
+    }
+
     /// This node's ID (empty when not in a cluster).
     pub fn node_id(&self) -> Result<String> {
         Ok(self.info()?.get("NodeID").cloned().unwrap_or_default())
@@ -304,6 +376,7 @@ impl Node {
 impl Node {
     /// Runs `f` with a control API client on the local socket: the CLI's
     /// tables carry no PIDs or exact timestamps, which some tests need.
+    /// Fails after [`CONTROL_CALL_TIMEOUT`].
     fn control<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: FnOnce(rswarm_proto::control_client::ControlClient<tonic::transport::Channel>) -> Fut,
@@ -315,7 +388,27 @@ impl Node {
             .build()?;
         rt.block_on(async {
             let channel = rswarm_pki::unix_channel(socket);
-            f(rswarm_proto::control_client::ControlClient::new(channel)).await
+            let call = f(rswarm_proto::control_client::ControlClient::new(channel));
+            match tokio::time::timeout(CONTROL_CALL_TIMEOUT, call).await {
+                Ok(result) => result,
+                Err(_) => bail!(
+                    "{} did not answer within {CONTROL_CALL_TIMEOUT:?}",
+                    self.name
+                ),
+            }
+        })
+    }
+
+    /// Every node as the leader lists it, through the control API: each
+    /// with its manager status ("Leader", "Reachable", "Unreachable" or "").
+    pub fn node_views(&self) -> Result<Vec<rswarm_proto::NodeView>> {
+        self.control(|mut client| async move {
+            Ok(client
+                .list_nodes(rswarm_proto::ListNodesRequest::default())
+                .await
+                .map_err(|s| anyhow::anyhow!("list nodes: {}", s.message()))?
+                .into_inner()
+                .nodes)
         })
     }
 
@@ -380,6 +473,17 @@ impl Node {
             kill9(pid);
         }
     }
+}
+
+/// A thread that reads `pipe` to its end.
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut out);
+        }
+        out
+    })
 }
 
 /// Whether process `pid` is stopped by a signal (state `T` in its stat).

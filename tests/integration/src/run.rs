@@ -117,6 +117,39 @@ pub(crate) fn is_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// What run `prefix` left on the machine: namespaces, mounts, processes
+/// and directories that carry its prefix, one line each (empty: nothing).
+/// Tests call it after dropping a cluster to prove that nothing outlives it.
+pub fn leftovers(prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    found.extend(
+        netns_names()
+            .into_iter()
+            .filter(|name| name.starts_with(prefix))
+            .map(|name| format!("namespace {name}")),
+    );
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    found.extend(
+        mounts
+            .lines()
+            .filter(|l| l.contains(prefix))
+            .map(|l| format!("mount {l}")),
+    );
+    found.extend(
+        crate::processes()
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains(prefix))
+            .map(|(pid, cmd)| format!("process {pid}: {cmd}")),
+    );
+    found.extend(
+        tempdir_names()
+            .into_iter()
+            .filter(|name| name.starts_with(prefix))
+            .map(|name| format!("directory {name}")),
+    );
+    found
+}
+
 /// Removes what runs of dead processes left behind: processes in their
 /// namespaces or started from their directories, the namespaces, the
 /// directories. Returns the prefixes it removed.
