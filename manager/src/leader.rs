@@ -48,7 +48,7 @@ impl LeaderChannel {
         }
         let addr = &self.addr;
         let why = status.message();
-        if never_connected(&status) {
+        if rswarm_pki::never_connected(&status) {
             Status::unavailable(format!(
                 "cannot connect to the leader at {addr} to forward the call: {why}; \
                  {NOTHING_CHANGED}: retry"
@@ -65,25 +65,6 @@ impl LeaderChannel {
 
 /// What a failure message says when the call certainly changed nothing.
 pub const NOTHING_CHANGED: &str = "nothing was changed";
-
-/// Longest error source chain followed; it is short in practice (status,
-/// hyper, connect, io), the bound only guards against a cycle.
-const SOURCE_CHAIN_MAX: usize = 16;
-
-/// Whether the call failed while connecting, before any byte of it was sent.
-fn never_connected(status: &Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    for _ in 0..SOURCE_CHAIN_MAX {
-        let Some(err) = source else {
-            return false;
-        };
-        if err.downcast_ref::<tonic::ConnectError>().is_some() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
-}
 
 impl ManagerContext {
     /// Where a call should run; waits briefly for an election in progress.

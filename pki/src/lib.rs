@@ -39,4 +39,4 @@ pub use tls::{
     server_config,
 };
 pub use token::{JoinToken, tokens_match};
-pub use transport::{PeerInfo, TlsConn, tls_channel, tls_incoming, unix_channel};
+pub use transport::{PeerInfo, TlsConn, never_connected, tls_channel, tls_incoming, unix_channel};

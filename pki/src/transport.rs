@@ -341,3 +341,23 @@ pub fn unix_channel(path: PathBuf) -> Channel {
         },
     ))
 }
+
+/// Longest error source chain [`never_connected`] follows; it is short in
+/// practice (status, hyper, connect, io), the bound only guards a cycle.
+const SOURCE_CHAIN_MAX: usize = 16;
+
+/// Whether a call on a channel from this module failed while connecting,
+/// before any byte of the request was sent: then the peer saw nothing.
+pub fn never_connected(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    for _ in 0..SOURCE_CHAIN_MAX {
+        let Some(err) = source else {
+            return false;
+        };
+        if err.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}

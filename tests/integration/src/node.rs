@@ -496,6 +496,23 @@ fn is_stopped(pid: u32) -> bool {
 
 /// The children of process `parent`.
 fn children(parent: u32) -> Vec<u32> {
+    each_process(|pid, dir| {
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        let ppid: u32 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == parent).then_some(pid)
+    })
+}
+
+/// `look(pid, /proc/<pid>)` for every process, keeping what it returns;
+/// a process that ends meanwhile is skipped.
+pub(crate) fn each_process<T>(mut look: impl FnMut(u32, &Path) -> Option<T>) -> Vec<T> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -503,39 +520,23 @@ fn children(parent: u32) -> Vec<u32> {
         .filter_map(|e| {
             let e = e.ok()?;
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
-            let ppid: u32 = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            (ppid == parent).then_some(pid)
+            look(pid, &e.path())
         })
         .collect()
 }
 
 /// Every process as (pid, command line joined by spaces).
 pub fn processes() -> Vec<(u32, String)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = raw
-                .split(|b| *b == 0)
-                .filter(|part| !part.is_empty())
-                .map(|part| String::from_utf8_lossy(part).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ");
-            Some((pid, cmd))
-        })
-        .collect()
+    each_process(|pid, dir| {
+        let raw = std::fs::read(dir.join("cmdline")).ok()?;
+        let cmd = raw
+            .split(|b| *b == 0)
+            .filter(|part| !part.is_empty())
+            .map(|part| String::from_utf8_lossy(part).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some((pid, cmd))
+    })
 }
 
 impl Drop for Node {

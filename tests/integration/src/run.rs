@@ -205,17 +205,10 @@ pub(crate) fn pids_in_netns(path: &Path) -> Vec<u32> {
     let Ok(target) = std::fs::metadata(path) else {
         return Vec::new();
     };
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let ns = std::fs::metadata(e.path().join("ns/net")).ok()?;
-            (ns.ino() == target.ino() && ns.dev() == target.dev()).then_some(pid)
-        })
-        .collect()
+    crate::node::each_process(|pid, dir| {
+        let ns = std::fs::metadata(dir.join("ns/net")).ok()?;
+        (ns.ino() == target.ino() && ns.dev() == target.dev()).then_some(pid)
+    })
 }
 
 /// SIGKILL to `pid`, ignoring a process that is already gone.

@@ -70,30 +70,9 @@ pub fn classify_error(status: &tonic::Status) -> Outcome {
         {
             refused()
         }
-        _ if never_connected(status) => refused(),
+        _ if rswarm_pki::never_connected(status) => refused(),
         _ => Outcome::Info {
             reason: message.to_string(),
         },
     }
 }
-
-/// Whether the call failed while connecting, before any byte of the
-/// request could be sent.
-fn never_connected(status: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    // The chain is short (status → hyper → connect → io); the bound only
-    // guards against a cycle.
-    for _ in 0..SOURCE_CHAIN_MAX {
-        let Some(err) = source else {
-            return false;
-        };
-        if err.downcast_ref::<tonic::ConnectError>().is_some() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
-}
-
-/// Longest error source chain followed.
-const SOURCE_CHAIN_MAX: usize = 16;
