@@ -348,21 +348,11 @@ impl Node {
     /// involved, so it answers without a leader), within
     /// [`CONTROL_CALL_TIMEOUT`].
     pub fn local_info(&self) -> Result<rswarm_proto::InfoResponse> {
-        let socket = self.socket();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(async {
-            let channel = rswarm_pki::unix_channel(socket);
+        self.on_socket(|channel| async move {
             let mut client = rswarm_proto::local_node_client::LocalNodeClient::new(channel);
-            let call = client.info(rswarm_proto::InfoRequest {});
-            match tokio::time::timeout(CONTROL_CALL_TIMEOUT, call).await {
-                Ok(Ok(resp)) => Ok(resp.into_inner()),
-                Ok(Err(s)) => bail!("info on {}: {}", self.name, s.message()),
-                Err(_) => bail!(
-                    "{} did not answer within {CONTROL_CALL_TIMEOUT:?}",
-                    self.name
-                ),
+            match client.info(rswarm_proto::InfoRequest {}).await {
+                Ok(resp) => Ok(resp.into_inner()),
+                Err(s) => bail!("info on {}: {}", self.name, s.message()),
             }
         })
     }
@@ -382,13 +372,22 @@ impl Node {
         F: FnOnce(rswarm_proto::control_client::ControlClient<tonic::transport::Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
+        self.on_socket(|channel| f(rswarm_proto::control_client::ControlClient::new(channel)))
+    }
+
+    /// Runs `f` with a channel to the local socket, on a runtime of its
+    /// own, within [`CONTROL_CALL_TIMEOUT`].
+    fn on_socket<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(tonic::transport::Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let socket = self.socket();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let channel = rswarm_pki::unix_channel(socket);
-            let call = f(rswarm_proto::control_client::ControlClient::new(channel));
+            let call = f(rswarm_pki::unix_channel(socket));
             match tokio::time::timeout(CONTROL_CALL_TIMEOUT, call).await {
                 Ok(result) => result,
                 Err(_) => bail!(
