@@ -224,6 +224,18 @@ impl EntryIndex {
         }
     }
 
+    /// Applies a durable batch, given the locations [`Wal::write`] returned.
+    pub fn publish(&mut self, records: &[Record<'_>], written: &[(u64, Location)]) {
+        let mut locs = written.iter();
+        for record in records {
+            let loc = match record {
+                Record::Entry { .. } => locs.next().map(|(_, l)| l.clone()),
+                _ => None,
+            };
+            self.apply(record, loc);
+        }
+    }
+
     /// Applies the effect of `record` written at `loc` (for entries).
     fn apply(&mut self, record: &Record<'_>, loc: Option<Location>) -> bool {
         match (record, loc) {
@@ -794,21 +806,6 @@ impl Wal {
     #[cfg(test)]
     pub(crate) fn set_segment_target(&mut self, bytes: u64) {
         self.segment_target = bytes;
-    }
-}
-
-/// The index as readers see it, updated by the writer after each write.
-impl EntryIndex {
-    /// Applies a durable batch, given the locations [`Wal::write`] returned.
-    pub fn publish(&mut self, records: &[Record<'_>], written: &[(u64, Location)]) {
-        let mut locs = written.iter();
-        for record in records {
-            let loc = match record {
-                Record::Entry { .. } => locs.next().map(|(_, l)| l.clone()),
-                _ => None,
-            };
-            self.apply(record, loc);
-        }
     }
 }
 
