@@ -57,21 +57,22 @@ impl Daemon {
 
     /// Turns a failed call into the message a user should see.
     pub fn explain(&self, status: tonic::Status) -> anyhow::Error {
-        let msg = status.message();
-        let transport = matches!(
-            status.code(),
-            tonic::Code::Unavailable | tonic::Code::Unknown
-        ) && (msg.contains("transport error")
-            || msg.contains("connect")
-            || msg.contains("No such file"));
-        if transport {
+        // Only a status raised by this side's transport carries a source;
+        // a daemon's own answer, whatever it says, is passed on as it is.
+        if rswarm_pki::never_connected(&status) {
             anyhow::anyhow!(
                 "cannot connect to the rswarm daemon at {}: is it running? start it with 'rswarm daemon' \
                  (or point -H/RSWARM_HOST at its socket)",
                 self.host
             )
+        } else if std::error::Error::source(&status).is_some() {
+            anyhow::anyhow!(
+                "lost the connection to the rswarm daemon at {}: {}",
+                self.host,
+                status.message()
+            )
         } else {
-            anyhow::anyhow!("{msg}")
+            anyhow::anyhow!("{}", status.message())
         }
     }
 }

@@ -252,10 +252,9 @@ impl rswarm_proto::ca_server::Ca for CaService {
         let work = async move {
             match ctx.route(forwarded).await? {
                 Route::Leader(leader) => {
-                    rswarm_proto::ca_client::CaClient::new(leader.channel.clone())
-                        .issue_node_certificate(forwarded_req(req))
+                    let mut ca = rswarm_proto::ca_client::CaClient::new(leader.channel.clone());
+                    ctx.forward(&leader, ca.issue_node_certificate(forwarded_req(req)))
                         .await
-                        .map_err(|s| leader.forward_failed(s))
                 }
                 Route::Local => issue(ctx, req.into_inner()).await.map(Response::new),
             }

@@ -10,7 +10,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::limits::{LEADER_WAIT_MAX, REQUEST_TIMEOUT};
+use crate::limits::{LEADER_WAIT_MAX, MANAGER_PROBE_TIMEOUT, REQUEST_TIMEOUT};
 use crate::manager::ManagerContext;
 use crate::raft::node::RaftNodeError;
 use crate::store::StoreError;
@@ -36,22 +36,35 @@ pub struct LeaderChannel {
     pub channel: Channel,
 }
 
-impl LeaderChannel {
-    /// The status for a forwarded call that failed. A status raised by this
-    /// side's transport, not by the leader, says which leader could not be
-    /// reached and whether the call may have reached it: a bare "connection
-    /// refused" reads as if this manager were down, and a client must know
-    /// whether to re-read before retrying.
-    pub fn forward_failed(&self, status: Status) -> Status {
+/// What a failure message says when the call certainly changed nothing.
+pub const NOTHING_CHANGED: &str = "nothing was changed";
+
+impl ManagerContext {
+    /// Runs a call forwarded to `leader`; when it fails on this side's
+    /// transport rather than on the leader, says which leader could not be
+    /// reached, how many managers answer, and whether the call may have
+    /// reached it: a bare "connection refused" reads as if this manager
+    /// were down, and a client must know whether to re-read before
+    /// retrying.
+    pub async fn forward<T>(
+        &self,
+        leader: &LeaderChannel,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let status = match call.await {
+            Ok(answer) => return Ok(answer),
+            Err(status) => status,
+        };
         if std::error::Error::source(&status).is_none() {
-            return status;
+            return Err(status);
         }
-        let addr = &self.addr;
+        let addr = &leader.addr;
         let why = status.message();
-        if rswarm_pki::never_connected(&status) {
+        Err(if rswarm_pki::never_connected(&status) {
+            let reachable = self.managers_reachable().await;
             Status::unavailable(format!(
-                "cannot connect to the leader at {addr} to forward the call: {why}; \
-                 {NOTHING_CHANGED}: retry"
+                "cannot connect to the leader at {addr} to forward the call ({why}): \
+                 {reachable}; {NOTHING_CHANGED}: retry"
             ))
         } else {
             Status::unavailable(format!(
@@ -59,14 +72,9 @@ impl LeaderChannel {
                  a change it carried may or may not have been applied: read the object again \
                  before retrying"
             ))
-        }
+        })
     }
-}
 
-/// What a failure message says when the call certainly changed nothing.
-pub const NOTHING_CHANGED: &str = "nothing was changed";
-
-impl ManagerContext {
     /// Where a call should run; waits briefly for an election in progress.
     pub async fn route(&self, forwarded: bool) -> Result<Route, Status> {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT_MAX;
@@ -112,9 +120,16 @@ impl ManagerContext {
         }
     }
 
-    /// "cluster has no leader: 1 of 3 managers reachable", counting this
-    /// manager and every other voter that accepts a TCP connection.
+    /// "cluster has no leader: 1 of 3 managers reachable; …".
     pub async fn no_leader_status(&self) -> Status {
+        let reachable = self.managers_reachable().await;
+        Status::unavailable(format!("cluster has no leader: {reachable}"))
+    }
+
+    /// "1 of 3 managers reachable; a majority (2) must be up to elect one",
+    /// counting this manager and every other voter that completes a TLS
+    /// handshake (a paused daemon's kernel still accepts TCP connections).
+    async fn managers_reachable(&self) -> String {
         let members = self.raft.members();
         let others: Vec<String> = members
             .voters
@@ -122,13 +137,9 @@ impl ManagerContext {
             .filter(|id| **id != self.raft.id())
             .filter_map(|id| members.addrs.get(id).cloned())
             .collect();
-        let probes = others.iter().map(|addr| async move {
-            let connect = tokio::net::TcpStream::connect(addr.as_str());
-            matches!(
-                tokio::time::timeout(Duration::from_millis(500), connect).await,
-                Ok(Ok(_))
-            )
-        });
+        let probes = others
+            .iter()
+            .map(|addr| self.channels.answers(addr, MANAGER_PROBE_TIMEOUT));
         let reachable = futures::future::join_all(probes)
             .await
             .into_iter()
@@ -136,12 +147,11 @@ impl ManagerContext {
             .count();
         let total = members.voters.len().max(1);
         let me = usize::from(members.voters.contains(&self.raft.id()));
-        Status::unavailable(format!(
-            "cluster has no leader: {} of {total} managers reachable; \
-             a majority ({}) must be up to elect one",
+        format!(
+            "{} of {total} managers reachable; a majority ({}) must be up to elect one",
             reachable + me,
             total / 2 + 1
-        ))
+        )
     }
 }
 

@@ -24,6 +24,11 @@ pub const API_MESSAGE_SIZE_MAX: usize = 4 * 1024 * 1024;
 /// no leader). A user never waits on a cluster that lost its quorum.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a "no leader" answer waits for each other manager's TLS
+/// handshake when it counts the managers that answer; the probes run at
+/// once, so the answer takes at most this long.
+pub const MANAGER_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// How long a call waits for an election to finish before it reports that
 /// the cluster has no leader. Elections take well under a second.
 pub const LEADER_WAIT_MAX: Duration = Duration::from_secs(3);

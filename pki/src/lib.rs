@@ -39,4 +39,6 @@ pub use tls::{
     server_config,
 };
 pub use token::{JoinToken, tokens_match};
-pub use transport::{PeerInfo, TlsConn, never_connected, tls_channel, tls_incoming, unix_channel};
+pub use transport::{
+    PeerInfo, TlsConn, never_connected, tls_channel, tls_incoming, tls_reachable, unix_channel,
+};

@@ -326,6 +326,26 @@ async fn dial_tls(
     Ok(TokioIo::new(tls))
 }
 
+/// Whether a TLS handshake with `addr`, verifying it as `server_name`,
+/// completes within `within`. A stopped or hung process still has its
+/// listening socket accept TCP in the kernel, so only a handshake shows that
+/// the daemon itself answers.
+pub async fn tls_reachable(
+    addr: &str,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+    within: std::time::Duration,
+) -> bool {
+    let Ok(name) = ServerName::try_from(server_name.to_owned()) else {
+        return false;
+    };
+    let handshake = async {
+        let tcp = TcpStream::connect(addr).await?;
+        TlsConnector::from(config).connect(name, tcp).await
+    };
+    matches!(tokio::time::timeout(within, handshake).await, Ok(Ok(_)))
+}
+
 fn timed_out(what: &str, addr: &str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, format!("{what} {addr} timed out"))
 }

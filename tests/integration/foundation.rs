@@ -296,7 +296,7 @@ fn demote_and_promote_keep_quorum() -> Result<()> {
                 .get("Raft")
                 .is_some_and(|v| v.starts_with("follower") || v.starts_with("leader")))
     })
-    .context("m3 was not promoted")?;
+    .with_context(|| format!("m3 was not promoted\n{}", c.report()))?;
     // Make sure m1 leads, so that stopping m2 leaves a leader.
     let leader = c.leader("m1")?;
     let (keep, stop) = if leader == "m2" {
@@ -314,9 +314,12 @@ fn demote_and_promote_keep_quorum() -> Result<()> {
 }
 
 /// Goal: without a quorum, calls fail within 5 s saying why — never hang;
-/// a node that stops heartbeating is marked Down.
+/// a node that stops heartbeating is marked Down; paused managers are not
+/// counted as reachable.
 /// Method: 3 managers + 1 worker; kill the worker (Down within a few
-/// heartbeats); kill two managers and time `node ls` on the survivor.
+/// heartbeats); pause two managers and read the count `node ls` gives on
+/// the third (their kernels still accept TCP); resume them; kill them and
+/// time `node ls` on the survivor.
 #[test]
 fn no_quorum_fails_fast_and_dead_nodes_go_down() -> Result<()> {
     let mut c = Cluster::form(3, 1)?;
@@ -327,6 +330,19 @@ fn no_quorum_fails_fast_and_dead_nodes_go_down() -> Result<()> {
             .any(|n| n["Hostname"] == "w1" && n["Status"] == "Down"))
     })
     .context("w1 was not marked Down")?;
+    c.node("m2").pause()?;
+    c.node("m3").pause()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let paused = c.node("m1").fails(&["node", "ls"]);
+    c.node("m2").resume()?;
+    c.node("m3").resume()?;
+    let (code, err) = paused?;
+    ensure!(
+        code == 1 && err.contains("1 of 3 managers reachable"),
+        "{err}"
+    );
+    wait_until(Duration::from_secs(20), || Ok(c.node_ls("m1").is_ok()))
+        .context("the managers did not recover from the pause")?;
     c.node_mut("m2").kill9();
     c.node_mut("m3").kill9();
     std::thread::sleep(Duration::from_secs(1));
@@ -334,8 +350,11 @@ fn no_quorum_fails_fast_and_dead_nodes_go_down() -> Result<()> {
     let (code, err) = c.node("m1").fails(&["node", "ls"])?;
     let took = started.elapsed();
     ensure!(took < Duration::from_secs(6), "took {took:?}");
+    // m1 may still know the dead leader (a failed pre-vote leaves its
+    // vote as it was): then the call says it cannot reach it, with the same
+    // count.
     ensure!(
-        code == 1 && err.contains("cluster has no leader: 1 of 3 managers reachable"),
+        code == 1 && err.contains("1 of 3 managers reachable"),
         "{err}"
     );
     Ok(())

@@ -172,8 +172,10 @@ impl Daemon {
     /// (Re)starts the cluster listener with the routes of the node's
     /// current role.
     async fn restart_server(&self, active: &mut Active) -> Result<(), Status> {
+        let mut wait_in_use = Duration::ZERO;
         if let Some(old) = active.server.take() {
             old.stop().await;
+            wait_in_use = server::REBIND_WAIT;
         }
         let agent = AgentServer::new(active.worker.service())
             .max_decoding_message_size(rswarm_manager::limits::API_MESSAGE_SIZE_MAX);
@@ -181,9 +183,10 @@ impl Daemon {
             Some(manager) => manager.routes().add_service(agent),
             None => tonic::service::Routes::new(agent),
         };
-        let server = ClusterServer::start(self.config.listen_addr, &active.creds, routes)
-            .await
-            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        let server =
+            ClusterServer::start(self.config.listen_addr, &active.creds, routes, wait_in_use)
+                .await
+                .map_err(|e| Status::internal(format!("{e:#}")))?;
         active.server = Some(server);
         Ok(())
     }

@@ -21,6 +21,13 @@ const STREAMS_PER_CONNECTION_MAX: u32 = 1024;
 /// stop before they are cut.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// After this daemon stopped its own listener, how long a new one retries
+/// a port still in use: the old listener closes when its accept task next
+/// runs, which may be just after the stop returns.
+pub const REBIND_WAIT: Duration = Duration::from_secs(3);
+/// Pause between such retries.
+const REBIND_PAUSE: Duration = Duration::from_millis(50);
+
 /// A running cluster listener.
 pub struct ClusterServer {
     cancel: CancellationToken,
@@ -28,13 +35,15 @@ pub struct ClusterServer {
 }
 
 impl ClusterServer {
-    /// Binds `listen` and serves `routes` on it.
+    /// Binds `listen` and serves `routes` on it. A port in use is retried
+    /// for `wait_in_use` (zero: not at all).
     pub async fn start(
         listen: SocketAddr,
         creds: &CredentialsHandle,
         routes: Routes,
+        wait_in_use: Duration,
     ) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        let listener = bind(listen, wait_in_use).await.with_context(|| {
             format!("cannot listen on {listen}: is another daemon using it? pick another with --listen-addr")
         })?;
         let tls = rswarm_pki::server_config(creds)?;
@@ -65,6 +74,22 @@ impl ClusterServer {
             .is_err()
         {
             self.task.abort();
+        }
+    }
+}
+
+/// Binds `listen`, retrying "address in use" for `wait`.
+async fn bind(listen: SocketAddr, wait: Duration) -> std::io::Result<tokio::net::TcpListener> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::net::TcpListener::bind(listen).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(REBIND_PAUSE).await;
+            }
+            result => return result,
         }
     }
 }

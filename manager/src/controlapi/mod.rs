@@ -64,12 +64,13 @@ impl ControlService {
         let ctx = self.ctx.clone();
         let work = async move {
             match ctx.route(forwarded).await? {
-                Route::Leader(leader) => forward(
-                    ControlClient::new(leader.channel.clone()),
-                    forwarded_req(req),
-                )
-                .await
-                .map_err(|s| leader.forward_failed(s)),
+                Route::Leader(leader) => {
+                    let call = forward(
+                        ControlClient::new(leader.channel.clone()),
+                        forwarded_req(req),
+                    );
+                    ctx.forward(&leader, call).await
+                }
                 Route::Local => local(ctx, req.into_inner()).await.map(Response::new),
             }
         };

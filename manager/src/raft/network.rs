@@ -77,6 +77,18 @@ impl ChannelCache {
         }
     }
 
+    /// Whether the manager at `addr` completes a TLS handshake within
+    /// `within`: the daemon itself answers, not only its kernel.
+    pub async fn answers(&self, addr: &str, within: std::time::Duration) -> bool {
+        rswarm_pki::tls_reachable(
+            addr,
+            self.tls.clone(),
+            rswarm_pki::MANAGER_SERVER_NAME,
+            within,
+        )
+        .await
+    }
+
     /// The channel for forwarded control calls to `addr`, made on first use.
     pub fn get(&self, addr: &str) -> Result<Channel, rswarm_pki::PkiError> {
         self.lane(addr, Lane::Forward)
