@@ -118,6 +118,20 @@ pub fn new_node(id: &str, role: Role, addr: &str, description: Option<NodeDescri
     }
 }
 
+/// A manager admitted straight through the store, already Ready (the role
+/// manager adds only Ready managers to Raft), and its Raft ID: for
+/// benchmarks and fixtures that skip the join.
+pub fn new_ready_manager(id: &str, addr: &str) -> (Node, u64) {
+    let mut node = new_node(id, Role::Manager, addr, None);
+    node.status = Some(NodeStatus {
+        state: NodeState::Ready as i32,
+        message: String::new(),
+        addr: addr.to_string(),
+    });
+    let raft_id = node.manager_status.as_ref().map_or(0, |m| m.raft_id);
+    (node, raft_id)
+}
+
 fn validate_addr(addr: &str) -> Result<(), Status> {
     match addr.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use rswarm_agent::sim::{SimConfig, Simulator};
 use rswarm_manager::bootstrap::{InitOptions, NewCluster, new_cluster};
-use rswarm_manager::ca::new_node;
-use rswarm_manager::controlapi::{new_object_id, new_raft_id};
+use rswarm_manager::ca::new_ready_manager;
+use rswarm_manager::controlapi::new_object_id;
 use rswarm_manager::manager::action;
 use rswarm_manager::raft::node::RaftNodeError;
 use rswarm_manager::{Manager, ManagerConfig, ManagerContext};
@@ -404,18 +404,7 @@ impl InProcessCluster {
         let addr = free_addr()?;
         let node_id = new_object_id();
         let creds = self.manager_credentials(&node_id)?;
-        let mut node = new_node(&node_id, Role::Manager, &addr, None);
-        let raft_id = new_raft_id();
-        node.manager_status = Some(ManagerStatus {
-            raft_id,
-            addr: addr.clone(),
-        });
-        // The role manager adds only Ready managers to Raft.
-        node.status = Some(NodeStatus {
-            state: NodeState::Ready as i32,
-            message: String::new(),
-            addr: addr.clone(),
-        });
+        let (node, raft_id) = new_ready_manager(&node_id, &addr);
         self.leader()
             .propose(vec![action(ActionKind::Create, Kind::Node(node))])
             .await

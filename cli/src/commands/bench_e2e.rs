@@ -188,17 +188,10 @@ fn service_spec(name: &str, replicas: u64) -> ServiceSpec {
 }
 
 async fn ready_sim_nodes(d: &Daemon) -> Result<usize> {
-    let nodes = d
-        .control()
-        .list_nodes(ListNodesRequest {})
-        .await
-        .map_err(|s| d.explain(s))?
-        .into_inner()
-        .nodes;
+    let nodes = crate::commands::service::calls::list_nodes(d).await?;
     let prefix = format!("{HOSTNAME_PREFIX}-");
     Ok(nodes
         .iter()
-        .filter_map(|v| v.node.as_ref())
         .filter(|n| {
             n.description
                 .as_ref()

@@ -205,13 +205,7 @@ async fn ls(d: &Daemon, quiet: bool, filter: &[String], format: Option<&str>) ->
         &["id", "name", "role", "membership", "label", "node.label"],
     )?;
     let me = self_id(d).await?;
-    let mut nodes = d
-        .control()
-        .list_nodes(ListNodesRequest {})
-        .await
-        .map_err(|s| d.explain(s))?
-        .into_inner()
-        .nodes;
+    let mut nodes = calls::node_views(d).await?;
     nodes.retain(|v| filters.matches(|k, val| node_matches(v, k, val)));
     nodes.sort_by(|a, b| {
         let key = |v: &NodeView| {

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Request;
 
 use crate::bootstrap::{InitOptions, NewCluster, new_cluster};
-use crate::ca::new_node;
-use crate::controlapi::{new_object_id, new_raft_id};
+use crate::ca::{new_node, new_ready_manager};
+use crate::controlapi::new_object_id;
 use crate::manager::{Manager, ManagerConfig, ManagerContext, action};
 
 /// A running manager, its data dir and (optionally) its TLS listener.
@@ -129,18 +129,7 @@ pub async fn start_follower(leader: &TestManager, cluster: &NewCluster) -> TestM
         key_pem,
     })
     .unwrap();
-    let mut node = new_node(&node_id, Role::Manager, &addr, None);
-    let raft_id = new_raft_id();
-    node.manager_status = Some(ManagerStatus {
-        raft_id,
-        addr: addr.clone(),
-    });
-    // The role manager adds only Ready managers to Raft.
-    node.status = Some(NodeStatus {
-        state: NodeState::Ready as i32,
-        message: String::new(),
-        addr: addr.clone(),
-    });
+    let (node, raft_id) = new_ready_manager(&node_id, &addr);
     leader
         .ctx
         .propose(vec![action(ActionKind::Create, Kind::Node(node))])

@@ -599,11 +599,14 @@ impl Wal {
             }
             segments.push_back(segment);
         }
-        // What each segment still holds, from the entries that survived.
+        // What each segment still holds, from the entries that survived
+        // (in log order, so the last one seen per segment is its highest).
+        let mut max_by_seq = std::collections::HashMap::new();
         for (i, loc) in entries.locs.iter().enumerate() {
-            if let Some(s) = segments.iter_mut().find(|s| s.file.seq == loc.file.seq) {
-                s.max_index = Some(entries.first + i as u64);
-            }
+            max_by_seq.insert(loc.file.seq, entries.first + i as u64);
+        }
+        for segment in segments.iter_mut() {
+            segment.max_index = max_by_seq.get(&segment.file.seq).copied();
         }
         let mut wal = Wal {
             dir: dir.to_owned(),

@@ -79,14 +79,20 @@ pub async fn list_tasks(d: &Daemon, request: ListTasksRequest) -> Result<Vec<Tas
     Ok(tasks)
 }
 
-/// Every node.
-pub async fn list_nodes(d: &Daemon) -> Result<Vec<Node>> {
+/// Every node, with its manager status as the leader sees it.
+pub async fn node_views(d: &Daemon) -> Result<Vec<NodeView>> {
     Ok(d.control()
         .list_nodes(ListNodesRequest {})
         .await
         .map_err(|s| d.explain(s))?
         .into_inner()
-        .nodes
+        .nodes)
+}
+
+/// Every node.
+pub async fn list_nodes(d: &Daemon) -> Result<Vec<Node>> {
+    Ok(node_views(d)
+        .await?
         .into_iter()
         .filter_map(|v| v.node)
         .collect())
