@@ -257,7 +257,7 @@ fn message(kind: AssignmentsType, task_ids: &[&str]) -> AssignmentsMessage {
                 ..Default::default()
             })
             .collect(),
-        removed_task_ids: Vec::new(),
+        ..AssignmentsMessage::default()
     }
 }
 

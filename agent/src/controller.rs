@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::runtime::limits::{CONTROLLER_RETRIES_MAX, CONTROLLER_RETRY_DELAY};
-use crate::runtime::{Attached, ExitStatus, Runtime, RuntimeError, StopRequest};
+use crate::runtime::{Attached, ExitStatus, Runtime, RuntimeError, StopRequest, TaskInputs};
 
 /// What the worker wants of a task: its latest version (desired state,
 /// spec) and whether to remove it from the node.
@@ -183,8 +183,7 @@ pub fn rejection(task_id: &str, error: &RuntimeError) -> TaskStatusUpdate {
             message: "rejected".to_string(),
             err: error.to_string(),
             timestamp_ms: now_ms(),
-            exit_code: None,
-            pid: 0,
+            ..TaskStatus::default()
         }),
     }
 }
@@ -308,7 +307,11 @@ impl Controller {
         if self.observed() < TaskState::Preparing {
             self.report(TaskState::Preparing, "preparing", None).await?;
         }
-        match self.runtime.prepare(&self.task()).await {
+        match self
+            .runtime
+            .prepare(&self.task(), &TaskInputs::default())
+            .await
+        {
             Ok(()) => self.report(TaskState::Ready, "prepared", None).await,
             Err(e) => self.fail(e).await,
         }
@@ -318,7 +321,11 @@ impl Controller {
         if self.observed() < TaskState::Starting {
             self.report(TaskState::Starting, "starting", None).await?;
         }
-        match self.runtime.start(&self.task()).await {
+        match self
+            .runtime
+            .start(&self.task(), &TaskInputs::default())
+            .await
+        {
             Ok(started) => self.report_running(started.pid).await,
             Err(e) => self.fail(e).await,
         }
@@ -452,6 +459,9 @@ impl Controller {
             timestamp_ms: now_ms(),
             exit_code: self.status.exit_code,
             pid: self.status.pid,
+            health: self.status.health,
+            health_output: self.status.health_output.clone(),
+            image_digest: self.status.image_digest.clone(),
         }
     }
 

@@ -3,8 +3,10 @@
 
 use rswarm_proto::{NodeDescription, Platform, Resources};
 
+use crate::runtime::Drivers;
+
 /// Describes this host, under `hostname`, whose agent runs tasks with `drivers`.
-pub fn describe(hostname: &str, drivers: &[&str]) -> NodeDescription {
+pub fn describe(hostname: &str, drivers: &Drivers) -> NodeDescription {
     NodeDescription {
         hostname: hostname.to_string(),
         platform: Some(Platform {
@@ -18,7 +20,8 @@ pub fn describe(hostname: &str, drivers: &[&str]) -> NodeDescription {
             memory_bytes: total_memory_bytes().unwrap_or(0),
         }),
         engine_version: env!("CARGO_PKG_VERSION").to_string(),
-        drivers: drivers.iter().map(|d| d.to_string()).collect(),
+        drivers: drivers.names().iter().map(|d| d.to_string()).collect(),
+        unavailable_drivers: drivers.unavailable_drivers().to_vec(),
     }
 }
 

@@ -36,7 +36,7 @@ use crate::limits::{
 use crate::session::{Agent, AgentConfig};
 
 /// The task drivers a simulated node claims.
-pub const SIM_DRIVERS: &[&str] = &["process", "container"];
+pub const SIM_DRIVERS: &[&str] = &["process", "oci"];
 /// CPUs a simulated node claims.
 pub const SIM_NANO_CPUS: i64 = 4_000_000_000;
 /// Memory a simulated node claims.
@@ -254,6 +254,7 @@ pub fn sim_description(hostname: &str) -> NodeDescription {
         }),
         engine_version: env!("CARGO_PKG_VERSION").to_string(),
         drivers: SIM_DRIVERS.iter().map(|d| d.to_string()).collect(),
+        unavailable_drivers: Vec::new(),
     }
 }
 
@@ -425,7 +426,7 @@ fn status_for(state: TaskState) -> TaskStatus {
         err: String::new(),
         timestamp_ms: now_ms(),
         exit_code: (state == TaskState::Complete).then_some(0),
-        pid: 0,
+        ..TaskStatus::default()
     }
 }
 

@@ -27,6 +27,7 @@ fn message(kind: AssignmentsType, tasks: Vec<Task>, removed: &[&str]) -> Assignm
         r#type: kind as i32,
         tasks,
         removed_task_ids: removed.iter().map(|s| s.to_string()).collect(),
+        ..AssignmentsMessage::default()
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rswarm_agent::controller::{ControllerHandle, TaskController};
 use rswarm_agent::runtime::{
-    ProcessRuntime, ProcessRuntimeConfig, Runtime, ShimCommand, StopRequest,
+    ProcessRuntime, ProcessRuntimeConfig, Runtime, ShimCommand, StopRequest, TaskInputs,
 };
 use rswarm_proto::{ContainerSpec, Meta, Task, TaskSpec, TaskState, TaskStatus};
 
@@ -122,7 +122,7 @@ async fn print_latencies(runtime: &dyn Runtime) {
         let task = sleeper(1000 + round);
         let id = task.meta.as_ref().unwrap().id.clone();
         let began = Instant::now();
-        runtime.start(&task).await.unwrap();
+        runtime.start(&task, &TaskInputs::default()).await.unwrap();
         starts.push(began.elapsed());
         let began = Instant::now();
         runtime

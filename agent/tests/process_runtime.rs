@@ -15,7 +15,7 @@ use rswarm_agent::controller::TaskController;
 use rswarm_agent::logs::LogRotation;
 use rswarm_agent::runtime::{
     Attached, ExitStatus, ProcessRuntime, ProcessRuntimeConfig, Runtime, RuntimeError, ShimCommand,
-    StopRequest,
+    StopRequest, TaskInputs,
 };
 use rswarm_agent::shim::records::{TaskPid, process_start_time, read_json};
 use rswarm_proto::{
@@ -182,8 +182,16 @@ async fn exit_code_and_both_streams_are_recorded_with_timestamps() {
     let fixture = Fixture::new("exit");
     let before = now_ns();
     let task = sh("exit3", "echo hi; echo err >&2; exit 3");
-    fixture.runtime.prepare(&task).await.unwrap();
-    let started = fixture.runtime.start(&task).await.unwrap();
+    fixture
+        .runtime
+        .prepare(&task, &TaskInputs::default())
+        .await
+        .unwrap();
+    let started = fixture
+        .runtime
+        .start(&task, &TaskInputs::default())
+        .await
+        .unwrap();
     assert!(started.pid > 0);
     let exit = fixture.runtime.wait("exit3").await.unwrap();
     assert_eq!(exit, ExitStatus::Code(3));
@@ -222,7 +230,7 @@ async fn a_stopped_task_ends_within_its_grace_period() {
     let fixture = Fixture::new("stop");
     fixture
         .runtime
-        .start(&task("sleeper", &["sleep", "60"]))
+        .start(&task("sleeper", &["sleep", "60"]), &TaskInputs::default())
         .await
         .unwrap();
     let began = Instant::now();
@@ -245,7 +253,7 @@ async fn a_task_ignoring_sigterm_is_killed_after_the_grace_period() {
     let script = "trap '' TERM; echo ready; while :; do sleep 0.1; done";
     fixture
         .runtime
-        .start(&sh("stubborn", script))
+        .start(&sh("stubborn", script), &TaskInputs::default())
         .await
         .unwrap();
     wait_for_line(&fixture, "stubborn", "ready").await;
@@ -272,7 +280,11 @@ async fn the_stop_signal_of_the_spec_is_sent() {
         "trap 'echo got usr1; exit 0' USR1; echo ready; while :; do sleep 0.1; done",
     );
     container(&mut task).stop_signal = "SIGUSR1".into();
-    fixture.runtime.start(&task).await.unwrap();
+    fixture
+        .runtime
+        .start(&task, &TaskInputs::default())
+        .await
+        .unwrap();
     wait_for_line(&fixture, "graceful", "ready").await;
     let exit = fixture
         .runtime
@@ -300,7 +312,11 @@ async fn env_workdir_and_user_apply_to_the_task() {
     spec.env = vec!["GREETING=hello there".into()];
     spec.dir = "/tmp".into();
     spec.user = "nobody".into();
-    fixture.runtime.start(&task).await.unwrap();
+    fixture
+        .runtime
+        .start(&task, &TaskInputs::default())
+        .await
+        .unwrap();
     assert_eq!(
         fixture.runtime.wait("who").await.unwrap(),
         ExitStatus::Code(0)
@@ -325,13 +341,19 @@ async fn specs_that_cannot_run_are_rejected_before_anything_starts() {
     let fixture = Fixture::new("reject");
     let err = fixture
         .runtime
-        .prepare(&task("nope", &["no-such-program-anywhere"]))
+        .prepare(
+            &task("nope", &["no-such-program-anywhere"]),
+            &TaskInputs::default(),
+        )
         .await
         .unwrap_err();
     assert!(err.rejects_task(), "{err}");
     let err = fixture
         .runtime
-        .start(&task("nope", &["no-such-program-anywhere"]))
+        .start(
+            &task("nope", &["no-such-program-anywhere"]),
+            &TaskInputs::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, RuntimeError::CommandNotFound { .. }), "{err}");
@@ -378,7 +400,11 @@ fn limited(id: &str, script: &str, memory_bytes: i64, nano_cpus: i64, pids: i64)
 async fn memory_cpu_and_pids_limits_land_in_the_tasks_cgroups() {
     let fixture = Fixture::new("limits");
     let task = limited("limited", "echo ready; sleep 60", 64 << 20, 500_000_000, 20);
-    let started = fixture.runtime.start(&task).await.unwrap();
+    let started = fixture
+        .runtime
+        .start(&task, &TaskInputs::default())
+        .await
+        .unwrap();
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     if v2 {
         assert_eq!(
@@ -430,7 +456,11 @@ async fn a_fork_bomb_is_contained_by_the_pids_limit() {
     let fixture = Fixture::new("forkbomb");
     let script = "i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); done; echo spawned; wait";
     let task = limited("bomb", script, 0, 0, 8);
-    fixture.runtime.start(&task).await.unwrap();
+    fixture
+        .runtime
+        .start(&task, &TaskInputs::default())
+        .await
+        .unwrap();
     let exit = tokio::time::timeout(Duration::from_secs(20), fixture.runtime.wait("bomb"))
         .await
         .expect("the bomb ends once it cannot fork")
@@ -457,7 +487,10 @@ async fn logs_rotate_and_tail_since_follow_work_on_a_real_task() {
     let runtime = ProcessRuntime::new(config).unwrap();
     let script =
         "i=0; while [ $i -lt 500 ]; do echo \"line $i of the chatty task\"; i=$((i+1)); done";
-    runtime.start(&sh("chatty", script)).await.unwrap();
+    runtime
+        .start(&sh("chatty", script), &TaskInputs::default())
+        .await
+        .unwrap();
     assert_eq!(runtime.wait("chatty").await.unwrap(), ExitStatus::Code(0));
     let dir = runtime.task_dir("chatty");
     assert!(dir.join("log.json.1").exists() && !dir.join("log.json.2").exists());
@@ -493,7 +526,10 @@ async fn logs_rotate_and_tail_since_follow_work_on_a_real_task() {
 
     // Following a running task: every line, then the end with the task.
     let script = "for i in 1 2 3 4 5; do echo tick $i; sleep 0.1; done";
-    runtime.start(&sh("ticker", script)).await.unwrap();
+    runtime
+        .start(&sh("ticker", script), &TaskInputs::default())
+        .await
+        .unwrap();
     let follow = LogsOptions {
         follow: true,
         tail: -1,
@@ -529,7 +565,10 @@ async fn a_restarted_runtime_reattaches_to_a_running_task_and_gets_its_exit() {
     let fixture = Fixture::new("reattach");
     let started = fixture
         .runtime
-        .start(&sh("survivor", "echo up; sleep 1; exit 7"))
+        .start(
+            &sh("survivor", "echo up; sleep 1; exit 7"),
+            &TaskInputs::default(),
+        )
         .await
         .unwrap();
     let shim_pid: u32 =
@@ -563,7 +602,11 @@ async fn a_restarted_runtime_reattaches_to_a_running_task_and_gets_its_exit() {
 #[tokio::test]
 async fn an_exit_while_the_daemon_was_away_is_reported_from_the_record() {
     let fixture = Fixture::new("away");
-    fixture.runtime.start(&sh("brief", "exit 5")).await.unwrap();
+    fixture
+        .runtime
+        .start(&sh("brief", "exit 5"), &TaskInputs::default())
+        .await
+        .unwrap();
     let exit_record = fixture.runtime.task_dir("brief").join("exit.json");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !exit_record.exists() {
@@ -586,7 +629,7 @@ async fn a_task_whose_shim_was_killed_is_reported_and_killed() {
     let fixture = Fixture::new("shimgone");
     let started = fixture
         .runtime
-        .start(&task("orphan", &["sleep", "60"]))
+        .start(&task("orphan", &["sleep", "60"]), &TaskInputs::default())
         .await
         .unwrap();
     let dir = fixture.runtime.task_dir("orphan");
@@ -656,7 +699,7 @@ async fn the_shim_answers_its_socket_and_refuses_garbage() {
     let fixture = Fixture::new("socket");
     let started = fixture
         .runtime
-        .start(&task("talker", &["sleep", "60"]))
+        .start(&task("talker", &["sleep", "60"]), &TaskInputs::default())
         .await
         .unwrap();
     let socket = fixture.runtime.task_dir("talker").join("shim.sock");

@@ -20,10 +20,10 @@ use thiserror::Error;
 
 /// Drivers an agent may offer. A spec naming another one is refused at once
 /// rather than left pending forever.
-pub const DRIVERS: &[&str] = &["container", "process"];
+pub const DRIVERS: &[&str] = &["oci", "process"];
 
 /// The driver of a spec that names none: containers, as with Docker.
-pub const DRIVER_DEFAULT: &str = "container";
+pub const DRIVER_DEFAULT: &str = "oci";
 
 /// Replicas of one service. The store is sized for clusters of about
 /// 100,000 tasks; a typo such as `--replicas 10000000` must not try to
@@ -193,7 +193,7 @@ fn check_container(c: &mut ContainerSpec, driver: &str) -> Result<(), SpecError>
                  --name NAME COMMAND [ARG...]",
             ));
         }
-        "container" if c.image.is_empty() => {
+        "oci" if c.image.is_empty() => {
             return Err(SpecError::new(
                 "a container service needs an image: rswarm service create [OPTIONS] IMAGE \
                  [COMMAND] [ARG...]",
@@ -413,15 +413,12 @@ mod tests {
         assert!(err(process_spec("bad name")).contains("invalid service name"));
         let mut s = process_spec("a");
         s.task.as_mut().unwrap().driver = "docker".into();
-        assert_eq!(
-            err(s),
-            "unknown driver \"docker\": use container or process"
-        );
+        assert_eq!(err(s), "unknown driver \"docker\": use oci or process");
         let mut s = process_spec("a");
         s.task.as_mut().unwrap().container = Some(ContainerSpec::default());
         assert!(err(s).contains("process driver needs a command"));
         let mut s = process_spec("a");
-        s.task.as_mut().unwrap().driver = "container".into();
+        s.task.as_mut().unwrap().driver = "oci".into();
         assert!(err(s).contains("needs an image"));
         let mut s = process_spec("a");
         s.mode = Some(Mode::Replicated(ReplicatedMode {

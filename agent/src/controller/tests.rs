@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::logs::LogLineStream;
-use crate::runtime::Started;
+use crate::runtime::{ExecOutcome, Started};
 use async_trait::async_trait;
-use rswarm_proto::{ContainerSpec, LogsOptions, Meta, TaskSpec};
+use rswarm_proto::{ContainerSpec, HealthConfig, LogsOptions, Meta, TaskSpec};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -114,13 +114,24 @@ impl Runtime for ScriptedRuntime {
     fn driver(&self) -> &'static str {
         "scripted"
     }
-    async fn prepare(&self, _task: &Task) -> Result<(), RuntimeError> {
+    async fn prepare(&self, _task: &Task, _inputs: &TaskInputs) -> Result<(), RuntimeError> {
         self.record("prepare".into());
         (self.prepare)()
     }
-    async fn start(&self, _task: &Task) -> Result<Started, RuntimeError> {
+    async fn start(&self, _task: &Task, _inputs: &TaskInputs) -> Result<Started, RuntimeError> {
         self.record("start".into());
         (self.start)()
+    }
+    async fn healthcheck(&self, task: &Task) -> Result<Option<HealthConfig>, RuntimeError> {
+        Ok(crate::runtime::spec_healthcheck(task))
+    }
+    async fn exec(
+        &self,
+        _task_id: &str,
+        _argv: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        Err(RuntimeError::ExecUnsupported { driver: "scripted" })
     }
     async fn attach(&self, _task_id: &str) -> Result<Attached, RuntimeError> {
         self.record("attach".into());
@@ -432,14 +443,14 @@ async fn shutting_the_controller_down_leaves_the_task_running() {
 #[test]
 fn a_task_without_a_driver_is_rejected_with_the_reason() {
     let error = RuntimeError::UnknownDriver {
-        driver: "container".into(),
+        driver: "oci".into(),
         available: "process".into(),
     };
     let update = rejection("task1", &error);
     let status = update.status.unwrap();
     assert_eq!(status.state, TaskState::Rejected as i32);
     assert!(
-        status.err.contains("driver \"container\" is not available"),
+        status.err.contains("driver \"oci\" is not available"),
         "{}",
         status.err
     );

@@ -32,7 +32,7 @@ pub use process::{ProcessRuntime, ProcessRuntimeConfig, ShimCommand};
 
 /// The driver a task runs with when its spec names none (the image runtime,
 /// as in Docker).
-pub const DEFAULT_DRIVER: &str = "container";
+pub const DEFAULT_DRIVER: &str = "oci";
 
 /// A started task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,7 @@ pub enum RuntimeError {
     #[error("the process driver needs a command: give the program and its arguments")]
     NoCommand,
     #[error(
-        "the process driver runs commands on the host, not images (got image {image:?}); drop the image or use the container driver"
+        "the process driver runs commands on the host, not images (got image {image:?}); drop the image or use the oci driver"
     )]
     ImageGiven { image: String },
     #[error(
@@ -208,6 +208,8 @@ pub enum RuntimeError {
     StopTimeout { waited: Duration },
     #[error("cannot read the task's log: {source}")]
     Logs { source: std::io::Error },
+    #[error("the {driver} driver cannot run commands inside its tasks")]
+    ExecUnsupported { driver: &'static str },
 }
 
 impl RuntimeError {
@@ -236,6 +238,57 @@ impl RuntimeError {
     }
 }
 
+/// What a task needs besides its spec, delivered by the managers with its
+/// assignment: secret and config files and registry credentials. Held in
+/// memory only; `Debug` never shows the data.
+#[derive(Clone, Default)]
+pub struct TaskInputs {
+    pub secrets: Vec<FileInput>,
+    pub configs: Vec<FileInput>,
+    pub registry_auth: Option<rswarm_proto::RegistryAuth>,
+}
+
+impl fmt::Debug for TaskInputs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskInputs")
+            .field("secrets", &self.secrets)
+            .field("configs", &self.configs)
+            .field(
+                "registry_auth",
+                &self.registry_auth.as_ref().map(|a| &a.server),
+            )
+            .finish()
+    }
+}
+
+/// One secret or config file of a task.
+#[derive(Clone)]
+pub struct FileInput {
+    /// The secret's or config's name, for messages.
+    pub name: String,
+    /// Where the file appears, as the reference's `FileTarget` says.
+    pub target: rswarm_proto::FileTarget,
+    pub data: Arc<[u8]>,
+}
+
+impl fmt::Debug for FileInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileInput")
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+/// How a command run inside a task (a health check) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    pub exit: ExitStatus,
+    /// Its stdout and stderr, cut at `limits::EXEC_OUTPUT_BYTES_MAX`.
+    pub output: String,
+}
+
 /// A task driver. Object safe: the agent holds `Arc<dyn Runtime>`.
 ///
 /// Every call is idempotent enough to be retried after a daemon restart:
@@ -247,11 +300,27 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     fn driver(&self) -> &'static str;
 
     /// Checks that `task` can run here (command, user, directory, limits);
-    /// an error means REJECTED.
-    async fn prepare(&self, task: &Task) -> Result<(), RuntimeError>;
+    /// an error means REJECTED (the oci driver also pulls the image here).
+    async fn prepare(&self, task: &Task, inputs: &TaskInputs) -> Result<(), RuntimeError>;
 
     /// Starts `task`; returns once its main process runs.
-    async fn start(&self, task: &Task) -> Result<Started, RuntimeError>;
+    async fn start(&self, task: &Task, inputs: &TaskInputs) -> Result<Started, RuntimeError>;
+
+    /// The health check `task` runs under: its spec's, else its image's;
+    /// `None` for no check.
+    async fn healthcheck(
+        &self,
+        task: &Task,
+    ) -> Result<Option<rswarm_proto::HealthConfig>, RuntimeError>;
+
+    /// Runs `argv` inside the running task (its namespaces, user, env),
+    /// killed after `timeout`.
+    async fn exec(
+        &self,
+        task_id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError>;
 
     /// Finds a task started before (by this or an earlier daemon).
     async fn attach(&self, task_id: &str) -> Result<Attached, RuntimeError>;
@@ -281,10 +350,28 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     ) -> Result<LogLineStream, RuntimeError>;
 }
 
+/// The health check a task's spec asks for: `None` when it names none
+/// (inherit) or disables it with `["NONE"]`.
+pub fn spec_healthcheck(task: &Task) -> Option<rswarm_proto::HealthConfig> {
+    let health = task
+        .spec
+        .as_ref()?
+        .container
+        .as_ref()?
+        .healthcheck
+        .as_ref()?;
+    match health.test.first().map(String::as_str) {
+        None | Some("NONE") => None,
+        Some(_) => Some(health.clone()),
+    }
+}
+
 /// The drivers of this node, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Drivers {
     by_name: BTreeMap<&'static str, Arc<dyn Runtime>>,
+    /// Drivers this node cannot offer, and why (for `node inspect`).
+    unavailable: Vec<rswarm_proto::UnavailableDriver>,
 }
 
 impl Drivers {
@@ -292,7 +379,22 @@ impl Drivers {
     pub fn new(runtimes: impl IntoIterator<Item = Arc<dyn Runtime>>) -> Self {
         Self {
             by_name: runtimes.into_iter().map(|r| (r.driver(), r)).collect(),
+            unavailable: Vec::new(),
         }
+    }
+
+    /// Records that `driver` is not offered here, and why.
+    pub fn unavailable(mut self, driver: &str, reason: impl Into<String>) -> Self {
+        self.unavailable.push(rswarm_proto::UnavailableDriver {
+            driver: driver.to_string(),
+            reason: reason.into(),
+        });
+        self
+    }
+
+    /// The drivers this node lacks, with the reasons.
+    pub fn unavailable_drivers(&self) -> &[rswarm_proto::UnavailableDriver] {
+        &self.unavailable
     }
 
     /// The driver names, for the node description.

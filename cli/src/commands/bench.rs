@@ -223,7 +223,7 @@ mod scheduler {
                     nano_cpus: 64 * CPU,
                     memory_bytes: 256 * GIB,
                 }),
-                drivers: vec!["process".into(), "container".into()],
+                drivers: vec!["process".into(), "oci".into()],
                 ..Default::default()
             }),
             status: Some(NodeStatus {
@@ -269,7 +269,7 @@ mod scheduler {
                 ..Default::default()
             }),
             placement: Some(placement),
-            driver: "container".into(),
+            driver: "oci".into(),
             ..Default::default()
         }
     }

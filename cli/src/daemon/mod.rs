@@ -203,7 +203,7 @@ impl Daemon {
 
     /// What this node tells the managers about itself.
     fn description(&self, drivers: &Drivers) -> rswarm_proto::NodeDescription {
-        rswarm_agent::description::describe(&self.config.hostname, &drivers.names())
+        rswarm_agent::description::describe(&self.config.hostname, drivers)
     }
 
     async fn start_manager(

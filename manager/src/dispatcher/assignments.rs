@@ -267,8 +267,7 @@ impl PendingBatch {
     pub fn take(&mut self) -> AssignmentsMessage {
         let mut message = AssignmentsMessage {
             r#type: AssignmentsType::Incremental as i32,
-            tasks: Vec::new(),
-            removed_task_ids: Vec::new(),
+            ..AssignmentsMessage::default()
         };
         for (_, (change, _)) in std::mem::take(&mut self.changes) {
             match change {
@@ -460,7 +459,7 @@ pub fn complete_set(s: &StoreState, node_id: &str) -> AssignmentsMessage {
             .filter(|t| is_assigned(t))
             .cloned()
             .collect(),
-        removed_task_ids: Vec::new(),
+        ..AssignmentsMessage::default()
     }
 }
 

@@ -90,6 +90,7 @@ fn any_status() -> impl Strategy<Value = TaskStatus> {
         timestamp_ms: 1,
         exit_code: exit.map(i32::from),
         pid,
+        ..TaskStatus::default()
     })
 }
 

@@ -138,7 +138,7 @@ fn constraints_must_all_hold() {
 #[test]
 fn the_driver_must_be_one_the_node_runs() {
     let mut req = requirements();
-    req.driver = "container".into();
+    req.driver = "oci".into();
     assert_eq!(rejection(&ready_node(), &req), Some(Filter::Driver));
     req.driver = String::new();
     assert_eq!(rejection(&ready_node(), &req), None, "no driver: any node");
@@ -189,7 +189,7 @@ fn the_first_failing_filter_is_the_one_counted() {
 #[test]
 fn explanations_count_in_pipeline_order_with_plurals() {
     let mut req = requirements();
-    req.driver = "container".into();
+    req.driver = "oci".into();
     let mut rejections = Rejections::default();
     for filter in [
         Filter::Constraints,
@@ -219,7 +219,7 @@ fn explanations_count_in_pipeline_order_with_plurals() {
             "no suitable node (insufficient cpu on 1 node)",
             "no suitable node (insufficient memory on 1 node)",
             "no suitable node (scheduling constraints not satisfied on 1 node)",
-            "no suitable node (task driver \"container\" not supported on 1 node)",
+            "no suitable node (task driver \"oci\" not supported on 1 node)",
             "no suitable node (host-mode port already in use on 1 node)",
             "no suitable node (max replicas per node reached on 1 node)",
         ]

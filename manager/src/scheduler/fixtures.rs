@@ -41,7 +41,7 @@ pub fn node(id: &str) -> NodeBuilder {
                 nano_cpus: 4 * CPU,
                 memory_bytes: 8 * GIB,
             }),
-            drivers: vec!["process".into(), "container".into()],
+            drivers: vec!["process".into(), "oci".into()],
             ..Default::default()
         }),
         status: Some(NodeStatus {

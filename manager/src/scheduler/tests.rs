@@ -122,13 +122,13 @@ fn constraints_on_each_key() {
 fn the_driver_must_be_supported() {
     let cluster = [
         node("n1").drivers(&["process"]).build(),
-        node("n2").drivers(&["process", "container"]).build(),
+        node("n2").drivers(&["process", "oci"]).build(),
     ];
-    let tasks = service("web").driver("container").pending(2);
+    let tasks = service("web").driver("oci").pending(2);
     assert_eq!(check(&cluster, &[], &tasks), "n2=2");
     assert_eq!(
         check(&cluster[..1], &[], &tasks),
-        "pending 2: no suitable node (task driver \"container\" not supported on 1 node)"
+        "pending 2: no suitable node (task driver \"oci\" not supported on 1 node)"
     );
 }
 

@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use async_trait::async_trait;
-use rswarm_proto::{LogsOptions, Task};
+use rswarm_proto::{HealthConfig, LogsOptions, Task};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use self::client::CallError;
@@ -34,7 +35,10 @@ use super::cgroup::Cgroups;
 use super::limits::{
     KILL_WAIT_MAX, SHIM_CALL_TIMEOUT, SHIM_START_TIMEOUT, UNIX_SOCKET_PATH_BYTES_MAX,
 };
-use super::{Attached, ExitStatus, LogLineStream, Runtime, RuntimeError, Started, StopRequest};
+use super::{
+    Attached, ExecOutcome, ExitStatus, LogLineStream, Runtime, RuntimeError, Started, StopRequest,
+    TaskInputs,
+};
 use crate::logs::{LogRotation, read_logs};
 use crate::shim::protocol::{Reply, Request};
 use crate::shim::records::{
@@ -330,13 +334,13 @@ impl Runtime for ProcessRuntime {
         DRIVER
     }
 
-    async fn prepare(&self, task: &Task) -> Result<(), RuntimeError> {
+    async fn prepare(&self, task: &Task, _inputs: &TaskInputs) -> Result<(), RuntimeError> {
         resolve(task, &self.cgroups, HostFiles::system())?;
         check_socket_path(&self.task_dir(task_id_of(task)))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(task = task_id_of(task)))]
-    async fn start(&self, task: &Task) -> Result<Started, RuntimeError> {
+    async fn start(&self, task: &Task, _inputs: &TaskInputs) -> Result<Started, RuntimeError> {
         let resolved = resolve(task, &self.cgroups, HostFiles::system())?;
         let task_id = task_id_of(task);
         match self.attach(task_id).await {
@@ -357,6 +361,19 @@ impl Runtime for ProcessRuntime {
         let started = self.spawn_shim(&dir).await?;
         tracing::debug!(pid = started.pid, "task started");
         Ok(started)
+    }
+
+    async fn healthcheck(&self, task: &Task) -> Result<Option<HealthConfig>, RuntimeError> {
+        Ok(super::spec_healthcheck(task))
+    }
+
+    async fn exec(
+        &self,
+        _task_id: &str,
+        _argv: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        Err(RuntimeError::ExecUnsupported { driver: DRIVER })
     }
 
     async fn attach(&self, task_id: &str) -> Result<Attached, RuntimeError> {

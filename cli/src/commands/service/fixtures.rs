@@ -34,7 +34,7 @@ impl TaskBuilder {
                     image: "nginx:1.27".into(),
                     ..Default::default()
                 }),
-                driver: "container".into(),
+                driver: "oci".into(),
                 ..Default::default()
             }),
             spec_version: 1,

@@ -25,7 +25,7 @@ use super::values;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DriverFlag {
     /// An OCI container from IMAGE.
-    Container,
+    Oci,
     /// A plain process on the host; no image.
     Process,
 }
@@ -34,7 +34,7 @@ impl DriverFlag {
     /// The name the proto and the agents use.
     pub fn name(self) -> &'static str {
         match self {
-            Self::Container => "container",
+            Self::Oci => "oci",
             Self::Process => "process",
         }
     }
@@ -369,7 +369,7 @@ pub struct CreateFlags {
     pub mode: ModeFlag,
     /// What runs the tasks: container (IMAGE, then its command) or process
     /// (no image: the arguments are the command and its arguments).
-    #[arg(long, value_enum, default_value_t = DriverFlag::Container)]
+    #[arg(long, value_enum, default_value_t = DriverFlag::Oci)]
     pub driver: DriverFlag,
     /// Environment variable, KEY=VALUE, or KEY to pass on this shell's value.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = values::env_entry)]
@@ -403,7 +403,7 @@ pub struct CreateFlags {
 /// The spec `service create` sends.
 pub fn create_spec(flags: &CreateFlags) -> Result<ServiceSpec> {
     let (image, args) = match flags.driver {
-        DriverFlag::Container => {
+        DriverFlag::Oci => {
             let (image, rest) = flags
                 .image_and_command
                 .split_first()
@@ -465,7 +465,7 @@ fn command_line(raw: &str) -> values::ValueResult<CommandLine> {
 /// Flags of `service update` beyond the shared ones.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct UpdateFlags {
-    /// New image (container driver).
+    /// New image (oci driver).
     #[arg(long)]
     pub image: Option<String>,
     /// New command arguments, one string split like a shell would:

@@ -210,7 +210,7 @@ mod tests {
                 image: "nginx:1.27@sha256:0123abcd".into(),
                 ..Default::default()
             }),
-            driver: "container".into(),
+            driver: "oci".into(),
             ..Default::default()
         };
         assert_eq!(image_text(&task, false), "nginx:1.27");

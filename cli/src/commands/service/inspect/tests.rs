@@ -138,7 +138,7 @@ fn the_document_uses_dockers_keys_and_units() {
                 "Delay": 5000000000,
                 "MaxAttempts": 3
               },
-              "Runtime": "container"
+              "Runtime": "oci"
             },
             "UpdateConfig": {
               "Delay": 10000000000,
@@ -195,7 +195,7 @@ fn pretty_summarises_like_docker() {
          Max failure ratio: 0
          Rollback order:    stop-first
         ContainerSpec:
-         Driver:	container
+         Driver:	oci
          Image:		nginx:1.27
          Args:		nginx -g daemon off;
          Env:		A=1

@@ -49,7 +49,7 @@ fn base() -> ServiceSpec {
                 image: "nginx".into(),
                 ..Default::default()
             }),
-            driver: "container".into(),
+            driver: "oci".into(),
             ..Default::default()
         }),
         mode: Some(Mode::Replicated(ReplicatedMode { replicas: 1 })),
@@ -243,7 +243,7 @@ const CREATE_CASES: &[(&[&str], Edit)] = &[
         labels.insert("tier".into(), "web".into());
         labels.insert("flag".into(), String::new());
     }),
-    (&["--driver", "container"], |_| {}),
+    (&["--driver", "oci"], |_| {}),
     (&["-p", "8080:80"], |s| {
         s.endpoint = Some(EndpointSpec {
             ports: vec![host_port(8080, 80)],
