@@ -69,7 +69,10 @@ pub(super) async fn create_service(
         .await?;
     info!(service = %id, %name, "service created");
     let service = ctx.store.read(|s| s.service(&id).cloned());
-    Ok(CreateServiceResponse { service })
+    Ok(CreateServiceResponse {
+        service,
+        warnings: Vec::new(),
+    })
 }
 
 pub(super) async fn get_service(
@@ -164,6 +167,7 @@ pub(super) async fn update_service(
     if service == current_with_version(&current, req.version) {
         return Ok(UpdateServiceResponse {
             service: Some(current),
+            warnings: Vec::new(),
         });
     }
     let version = ctx
@@ -171,7 +175,10 @@ pub(super) async fn update_service(
         .await?;
     info!(service = %req.service_id, version, rollback = req.rollback, "service updated");
     let service = ctx.store.read(|s| s.service(&req.service_id).cloned());
-    Ok(UpdateServiceResponse { service })
+    Ok(UpdateServiceResponse {
+        service,
+        warnings: Vec::new(),
+    })
 }
 
 /// `current` as a writer at `version` would send it back unchanged.
@@ -267,7 +274,7 @@ mod tests {
             version: 7,
             spec,
             rollback,
-            rebalance: false,
+            ..UpdateServiceRequest::default()
         }
     }
 
