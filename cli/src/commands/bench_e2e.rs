@@ -100,6 +100,7 @@ async fn measure(d: &Daemon, args: &E2eArgs, sim: &Simulator) -> Result<()> {
         .control()
         .create_service(CreateServiceRequest {
             spec: Some(service_spec(&name, args.tasks)),
+            ..CreateServiceRequest::default()
         })
         .await
         .map_err(|s| d.explain(s))?;

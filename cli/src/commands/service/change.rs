@@ -106,7 +106,10 @@ pub async fn create(d: &Daemon, args: CreateArgs) -> Result<u8> {
     let spec = spec::create_spec(&args.spec)?;
     let service = d
         .control()
-        .create_service(CreateServiceRequest { spec: Some(spec) })
+        .create_service(CreateServiceRequest {
+            spec: Some(spec),
+            ..CreateServiceRequest::default()
+        })
         .await
         .map_err(|s| d.explain(s))?
         .into_inner()
@@ -150,7 +153,7 @@ fn rollback_request(service: &Service) -> Result<UpdateServiceRequest> {
         version: meta.version,
         spec: None,
         rollback: true,
-        rebalance: false,
+        ..UpdateServiceRequest::default()
     })
 }
 
@@ -169,8 +172,7 @@ pub fn scale_request(service: &Service, replicas: u64) -> Result<UpdateServiceRe
         service_id: meta.id,
         version: meta.version,
         spec: Some(spec),
-        rollback: false,
-        rebalance: false,
+        ..UpdateServiceRequest::default()
     })
 }
 

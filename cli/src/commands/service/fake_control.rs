@@ -149,6 +149,7 @@ impl Control for FakeControl {
         self.state().service = Some(service.clone());
         Ok(Response::new(CreateServiceResponse {
             service: Some(service),
+            warnings: Vec::new(),
         }))
     }
 
@@ -212,6 +213,7 @@ impl Control for FakeControl {
         }
         Ok(Response::new(UpdateServiceResponse {
             service: Some(service.clone()),
+            warnings: Vec::new(),
         }))
     }
 

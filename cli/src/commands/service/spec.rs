@@ -578,14 +578,15 @@ impl UpdateFlags {
                 spec: None,
                 rollback: true,
                 rebalance: self.rebalance,
+                ..UpdateServiceRequest::default()
             });
         }
         Ok(UpdateServiceRequest {
             service_id: meta.id,
             version: meta.version,
             spec: Some(spec),
-            rollback: false,
             rebalance: self.rebalance,
+            ..UpdateServiceRequest::default()
         })
     }
 }
