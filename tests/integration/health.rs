@@ -55,7 +55,10 @@ fn an_unhealthy_task_is_failed_and_replaced() -> Result<()> {
     let m1 = c.node("m1");
     let ready = c.dir().join("ready");
     std::fs::write(&ready, b"")?;
-    let probe = format!("test -f {} || {{ echo no ready file; exit 1; }}", ready.display());
+    let probe = format!(
+        "test -f {} || {{ echo no ready file; exit 1; }}",
+        ready.display()
+    );
     m1.ok(&[
         "service",
         "create",
@@ -82,7 +85,10 @@ fn an_unhealthy_task_is_failed_and_replaced() -> Result<()> {
     ensure!(rows.len() == 1, "one task: {rows:?}");
     ensure!(rows[0]["Health"] == "healthy", "{rows:?}");
     let current = rows[0]["CurrentState"].as_str().unwrap_or("");
-    ensure!(current.starts_with("Running") && current.ends_with("(healthy)"), "{current}");
+    ensure!(
+        current.starts_with("Running") && current.ends_with("(healthy)"),
+        "{current}"
+    );
 
     std::fs::remove_file(&ready)?;
     let mut failed = None;
@@ -97,9 +103,15 @@ fn an_unhealthy_task_is_failed_and_replaced() -> Result<()> {
     .with_context(|| format!("the unhealthy task was not failed\n{}", c.report()))?;
     let (_, health, err) = status_of(&failed.context("failed task")?);
     ensure!(err == "unhealthy container: no ready file", "err: {err:?}");
-    ensure!(health == ContainerHealth::Unhealthy as i32, "health {health}");
+    ensure!(
+        health == ContainerHealth::Unhealthy as i32,
+        "health {health}"
+    );
     let table = m1.ok(&["service", "ps", "--no-trunc", "checked"])?;
-    ensure!(table.contains("unhealthy container: no ready file"), "{table}");
+    ensure!(
+        table.contains("unhealthy container: no ready file"),
+        "{table}"
+    );
 
     std::fs::write(&ready, b"")?;
     let replacement = wait_healthy(&c, "checked", &[first_id])?;
