@@ -48,10 +48,12 @@ fn wait_healthy(c: &Cluster, service: &str, not: &[String]) -> Result<Task> {
 /// the file, `service create` waits for healthy and `service ps` shows
 /// `(healthy)`; without it, the task turns unhealthy, is FAILED with
 /// `unhealthy container: <output>` and its process stopped, and a
-/// replacement runs; with the file back, the replacement becomes healthy.
+/// replacement runs; with the file back, the replacement becomes healthy,
+/// and stays so (the same task, not restarted) across a restart of its
+/// node's daemon.
 #[test]
 fn an_unhealthy_task_is_failed_and_replaced() -> Result<()> {
-    let c = Cluster::form(1, 1)?;
+    let mut c = Cluster::form(1, 1)?;
     let m1 = c.node("m1");
     let ready = c.dir().join("ready");
     std::fs::write(&ready, b"")?;
@@ -76,6 +78,8 @@ fn an_unhealthy_task_is_failed_and_replaced() -> Result<()> {
         "1s",
         "--update-monitor",
         "1s",
+        "--constraint",
+        "node.role==worker",
         "/bin/sleep",
         "61801",
     ])?;
@@ -116,6 +120,18 @@ fn an_unhealthy_task_is_failed_and_replaced() -> Result<()> {
     std::fs::write(&ready, b"")?;
     let replacement = wait_healthy(&c, "checked", &[first_id])?;
     ensure!(replacement.slot == first.slot, "same slot");
-    m1.ok(&["service", "rm", "checked"])?;
+
+    c.node_mut("w1").restart()?;
+    // Ten probe periods: time enough to notice a lost verdict or a task
+    // started again.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = wait_healthy(&c, "checked", &[])?;
+    ensure!(
+        after.meta.map(|m| m.id) == replacement.meta.clone().map(|m| m.id)
+            && after.status.map(|s| s.pid) == replacement.status.clone().map(|s| s.pid),
+        "the healthy task was replaced or restarted by a daemon restart:\n{}",
+        c.report()
+    );
+    c.node("m1").ok(&["service", "rm", "checked"])?;
     Ok(())
 }
