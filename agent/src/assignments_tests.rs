@@ -58,6 +58,24 @@ fn queue_coalesces_per_task_and_keeps_newer_updates() {
     assert_eq!(q.peek_batch()[0].2.state, TaskState::Complete as i32);
 }
 
+/// Goal: a RUNNING status with a new health (same state) replaces the
+/// queued one and leaves as a new update even after the first was sent,
+/// so a health change is never coalesced away.
+#[test]
+fn queue_takes_a_health_change_of_the_same_state() {
+    let mut q = StatusQueue::default();
+    q.push("a".into(), st(TaskState::Running));
+    let sent = q.peek_batch();
+    let healthy = TaskStatus {
+        health: ContainerHealth::Healthy as i32,
+        ..st(TaskState::Running)
+    };
+    q.push("a".into(), healthy.clone());
+    q.acknowledge(&sent);
+    assert_eq!(q.len(), 1, "the health change is still to send");
+    assert_eq!(q.peek_batch()[0].2, healthy);
+}
+
 /// Goal: a batch holds at most `STATUS_BATCH_MAX` updates, and the queue
 /// refuses new tasks beyond its bound (but still updates queued ones).
 #[test]

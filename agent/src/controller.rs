@@ -8,17 +8,25 @@
 //! — and the async shell only carries it out, so the state machine is
 //! tested without processes.
 //!
+//! While a task runs, its health check (`health`) is probed alongside the
+//! wait for its exit; a change of health is reported as a RUNNING status
+//! with the new `health`, and an UNHEALTHY task is stopped and reported
+//! FAILED, for the orchestrator to replace.
+//!
 //! Invariants: a reported state is always greater than the one before (the
-//! store refuses backwards moves; the controller never tries); a task is
+//! store refuses backwards moves; the controller never tries), except that
+//! a RUNNING task reports RUNNING again when its health changed; a task is
 //! started at most once per controller; after a daemon restart
 //! (`TaskController::resume`) a running task is re-attached, never started
 //! again; a task whose desired state is READY is prepared and held there.
 //! Owns no persistence: the worker stores assignments and statuses and
 //! decides when to spawn, update, remove or shut controllers down.
 
+pub mod health;
+
 use std::sync::Arc;
 
-use rswarm_proto::{Task, TaskState, TaskStatus, TaskStatusUpdate};
+use rswarm_proto::{ContainerHealth, Task, TaskState, TaskStatus, TaskStatusUpdate};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +34,7 @@ use tracing::Instrument;
 
 use crate::runtime::limits::{CONTROLLER_RETRIES_MAX, CONTROLLER_RETRY_DELAY};
 use crate::runtime::{Attached, ExitStatus, Runtime, RuntimeError, StopRequest, TaskInputs};
+use health::{HealthMonitor, ProbeResult};
 
 /// What the worker wants of a task: its latest version (desired state,
 /// spec) and whether to remove it from the node.
@@ -208,6 +217,8 @@ fn launch(
         desired: desired_rx,
         status,
         cancel: cancel.clone(),
+        health: None,
+        health_loaded: false,
     };
     let span = tracing::info_span!("task", id = %task_id);
     let join = tokio::spawn(controller.run(attach_first).instrument(span));
@@ -232,6 +243,10 @@ struct Controller {
     /// The last status reported.
     status: TaskStatus,
     cancel: CancellationToken,
+    /// The running task's health check, if it has one.
+    health: Option<HealthMonitor>,
+    /// Whether the runtime was asked for the check already.
+    health_loaded: bool,
 }
 
 impl Controller {
@@ -335,10 +350,29 @@ impl Controller {
     /// comes first; retries a shim that does not answer, a bounded number
     /// of times.
     async fn watch(&mut self) -> Result<(), End> {
+        if !self.health_loaded {
+            let health = ContainerHealth::try_from(self.status.health).unwrap_or_default();
+            self.load_health(health).await;
+        }
         let mut failures = 0;
         loop {
             let runtime = Arc::clone(&self.runtime);
+            let probe = self
+                .health
+                .as_ref()
+                .map(|h| h.next_probe(Arc::clone(&runtime), self.task_id.clone()));
+            let probed = async move {
+                match probe {
+                    Some(probe) => probe.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                probe = probed => {
+                    if self.probed(probe).await? == ContainerHealth::Unhealthy {
+                        return self.stop_unhealthy().await;
+                    }
+                }
                 exit = runtime.wait(&self.task_id) => match exit {
                     Ok(exit) => return self.finish(exit).await,
                     Err(e) if is_transient(&e) && failures < CONTROLLER_RETRIES_MAX => {
@@ -352,6 +386,61 @@ impl Controller {
                     return changed.map_err(|_| End);
                 }
             }
+        }
+    }
+
+    /// Asks the runtime for the task's health check; `health` is the one
+    /// last reported (a resumed task keeps its verdict).
+    async fn load_health(&mut self, health: ContainerHealth) {
+        self.health_loaded = true;
+        let config = match self.runtime.healthcheck(&self.task()).await {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::warn!("cannot read the task's health check, running without: {e}");
+                None
+            }
+        };
+        let now = tokio::time::Instant::now();
+        self.health = config.and_then(|c| HealthMonitor::new(&c, health, now));
+    }
+
+    /// Takes a probe's result; reports a change of health. Returns the
+    /// health after it.
+    async fn probed(&mut self, probe: ProbeResult) -> Result<ContainerHealth, End> {
+        let Some(monitor) = self.health.as_mut() else {
+            return Ok(ContainerHealth::None);
+        };
+        let now = tokio::time::Instant::now();
+        let Some(health) = monitor.record(probe, now) else {
+            return Ok(monitor.health());
+        };
+        let output = monitor.last_output().to_string();
+        tracing::info!(?health, "task health changed");
+        let status = TaskStatus {
+            health: health as i32,
+            health_output: output,
+            ..self.status.clone()
+        };
+        self.send(status).await?;
+        Ok(health)
+    }
+
+    /// The task turned unhealthy: stop it with its stop signal and grace,
+    /// and report it FAILED with the last probe's output.
+    async fn stop_unhealthy(&mut self) -> Result<(), End> {
+        let output = self
+            .health
+            .as_ref()
+            .map(|h| h.last_output().trim().to_string())
+            .unwrap_or_default();
+        let err = format!("unhealthy container: {output}");
+        let stop = StopRequest::for_task(&self.task());
+        match self.runtime.stop(&self.task_id, stop).await {
+            Ok(exit) => {
+                self.report_exit(TaskState::Failed, "unhealthy", Some(err), exit)
+                    .await
+            }
+            Err(e) => self.fail(e).await,
         }
     }
 
@@ -409,9 +498,20 @@ impl Controller {
         self.report_error(state, error.to_string()).await
     }
 
+    /// Reports RUNNING, with health STARTING when the task has a check.
     async fn report_running(&mut self, pid: u32) -> Result<(), End> {
+        self.load_health(ContainerHealth::Starting).await;
+        let health = self
+            .health
+            .as_ref()
+            .map_or(ContainerHealth::None, HealthMonitor::health);
         let status = self.next_status(TaskState::Running, "started", None);
-        self.send(TaskStatus { pid, ..status }).await
+        self.send(TaskStatus {
+            pid,
+            health: health as i32,
+            ..status
+        })
+        .await
     }
 
     async fn report_exit(
@@ -465,11 +565,11 @@ impl Controller {
         }
     }
 
-    /// Records and reports `status`; a state that would not move forward is
-    /// dropped (a bug, caught in tests).
+    /// Records and reports `status`; a status that would not move forward
+    /// is dropped (a bug, caught in tests).
     async fn send(&mut self, status: TaskStatus) -> Result<(), End> {
         let state = TaskState::try_from(status.state).unwrap_or(TaskState::New);
-        if state <= self.observed() {
+        if !moves_forward(&self.status, &status) {
             debug_assert!(false, "state {state:?} after {:?}", self.observed());
             return Ok(());
         }
@@ -481,6 +581,15 @@ impl Controller {
         };
         self.updates.send(update).await.map_err(|_| End)
     }
+}
+
+/// Whether `next` may follow `last`: a later state, or RUNNING again with
+/// another health.
+pub fn moves_forward(last: &TaskStatus, next: &TaskStatus) -> bool {
+    next.state > last.state
+        || (next.state == last.state
+            && next.state == TaskState::Running as i32
+            && next.health != last.health)
 }
 
 /// Errors that may pass: the shim is busy or briefly unreachable.

@@ -9,6 +9,8 @@
 //! **Invariant:** a spec that passed [`normalize`] has every optional field
 //! that has a default set, so the orchestrators and agents never guess.
 
+mod health;
+
 use std::time::Duration;
 
 use rswarm_proto::{
@@ -214,6 +216,7 @@ fn check_container(c: &mut ContainerSpec, driver: &str) -> Result<(), SpecError>
         }
     }
     check_labels(&c.labels, "container label")?;
+    health::check_healthcheck(c.healthcheck.as_ref())?;
     if !c.stop_signal.is_empty() && signal_number(&c.stop_signal).is_none() {
         return Err(SpecError::new(format!(
             "invalid stop signal {:?}: use a name such as SIGTERM or SIGINT, or a number",

@@ -5,6 +5,7 @@
 mod bad_input;
 mod chaos;
 mod foundation;
+mod health;
 mod hosts;
 mod linearizability;
 mod services;

@@ -82,6 +82,9 @@ struct ScriptedRuntime {
     attach: Mutex<Option<Result<Attached, RuntimeError>>>,
     exit: watch::Sender<Option<ExitStatus>>,
     stop_exit: ExitStatus,
+    /// Whether health probes pass.
+    probes_pass: std::sync::atomic::AtomicBool,
+    probes: std::sync::atomic::AtomicUsize,
 }
 
 impl ScriptedRuntime {
@@ -93,7 +96,14 @@ impl ScriptedRuntime {
             attach: Mutex::new(None),
             exit: watch::channel(None).0,
             stop_exit: ExitStatus::Signal(15),
+            probes_pass: std::sync::atomic::AtomicBool::new(true),
+            probes: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    fn set_probes_pass(&self, pass: bool) {
+        self.probes_pass
+            .store(pass, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn exit_with(&self, status: ExitStatus) {
@@ -128,10 +138,25 @@ impl Runtime for ScriptedRuntime {
     async fn exec(
         &self,
         _task_id: &str,
-        _argv: &[String],
+        argv: &[String],
         _timeout: Duration,
     ) -> Result<ExecOutcome, RuntimeError> {
-        Err(RuntimeError::ExecUnsupported { driver: "scripted" })
+        assert_eq!(argv, ["/bin/sh", "-c", "test -f /ready"]);
+        self.probes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(
+            if self.probes_pass.load(std::sync::atomic::Ordering::SeqCst) {
+                ExecOutcome {
+                    exit: ExitStatus::Code(0),
+                    output: String::new(),
+                }
+            } else {
+                ExecOutcome {
+                    exit: ExitStatus::Code(1),
+                    output: "  /ready is missing\n".into(),
+                }
+            },
+        )
     }
     async fn attach(&self, _task_id: &str) -> Result<Attached, RuntimeError> {
         self.record("attach".into());
@@ -453,5 +478,121 @@ fn a_task_without_a_driver_is_rejected_with_the_reason() {
         status.err.contains("driver \"oci\" is not available"),
         "{}",
         status.err
+    );
+}
+
+/// A task whose check probes every 100 ms and fails after 2 failures.
+fn checked_task(desired: TaskState) -> Task {
+    let mut task = task(desired);
+    if let Some(container) = task.spec.as_mut().and_then(|s| s.container.as_mut()) {
+        container.healthcheck = Some(HealthConfig {
+            test: vec!["CMD-SHELL".into(), "test -f /ready".into()],
+            interval_ms: Some(100),
+            timeout_ms: Some(1000),
+            retries: Some(2),
+            start_period_ms: None,
+        });
+    }
+    task
+}
+
+fn health_of(status: &TaskStatus) -> ContainerHealth {
+    ContainerHealth::try_from(status.health).unwrap()
+}
+
+/// Receives the next status (fails after 5 s).
+async fn next_status(rx: &mut mpsc::Receiver<TaskStatusUpdate>) -> TaskStatus {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a status within 5 s")
+        .expect("controller alive")
+        .status
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_task_without_a_check_has_no_health() {
+    let runtime = Arc::new(ScriptedRuntime::new());
+    let (_handle, mut rx) = start(&runtime, task(TaskState::Running));
+    let seen = statuses_until(&mut rx, TaskState::Running).await;
+    assert_eq!(health_of(seen.last().unwrap()), ContainerHealth::None);
+    assert_quiet(&mut rx).await;
+    assert_eq!(runtime.probes.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_unhealthy_task_is_stopped_and_failed_with_the_probe_output() {
+    let runtime = Arc::new(ScriptedRuntime::new());
+    let (_handle, mut rx) = start(&runtime, checked_task(TaskState::Running));
+    let running = statuses_until(&mut rx, TaskState::Running).await;
+    let running = running.last().unwrap().clone();
+    assert_eq!(health_of(&running), ContainerHealth::Starting);
+
+    let healthy = next_status(&mut rx).await;
+    assert_eq!(
+        healthy.state,
+        TaskState::Running as i32,
+        "same state, new health"
+    );
+    assert_eq!(health_of(&healthy), ContainerHealth::Healthy);
+    assert_eq!(healthy.pid, 42);
+    assert_eq!(
+        healthy.timestamp_ms, running.timestamp_ms,
+        "running since the start, not since the health change"
+    );
+    assert_quiet(&mut rx).await;
+
+    runtime.set_probes_pass(false);
+    let unhealthy = next_status(&mut rx).await;
+    assert_eq!(unhealthy.state, TaskState::Running as i32);
+    assert_eq!(health_of(&unhealthy), ContainerHealth::Unhealthy);
+    assert_eq!(unhealthy.health_output, "  /ready is missing\n");
+
+    let failed = next_status(&mut rx).await;
+    assert_eq!(failed.state, TaskState::Failed as i32);
+    assert_eq!(failed.err, "unhealthy container: /ready is missing");
+    assert_eq!(failed.exit_code, Some(128 + 15));
+    assert_eq!(runtime.calls(), ["prepare", "start", "stop 2 1.5s"]);
+    assert_quiet(&mut rx).await;
+}
+
+#[tokio::test]
+async fn a_resumed_healthy_task_reports_nothing_new_while_healthy() {
+    let runtime = Arc::new(ScriptedRuntime::new());
+    *runtime.attach.lock().unwrap() = Some(Ok(Attached::Running { pid: 42 }));
+    let (tx, mut rx) = mpsc::channel(16);
+    let last = TaskStatus {
+        health: ContainerHealth::Healthy as i32,
+        ..status(TaskState::Running)
+    };
+    let dyn_runtime: Arc<dyn Runtime> = runtime.clone();
+    let _handle = TaskController::resume(checked_task(TaskState::Running), last, dyn_runtime, tx);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(runtime.probes.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    assert_quiet(&mut rx).await;
+    runtime.set_probes_pass(false);
+    let unhealthy = next_status(&mut rx).await;
+    assert_eq!(health_of(&unhealthy), ContainerHealth::Unhealthy);
+}
+
+#[test]
+fn only_a_later_state_or_a_new_health_moves_forward() {
+    let running = status(TaskState::Running);
+    let healthy = TaskStatus {
+        health: ContainerHealth::Healthy as i32,
+        ..running.clone()
+    };
+    assert!(moves_forward(&running, &healthy));
+    assert!(!moves_forward(&healthy, &healthy));
+    assert!(!moves_forward(&running, &status(TaskState::Starting)));
+    assert!(moves_forward(&healthy, &status(TaskState::Failed)));
+    let ready = status(TaskState::Ready);
+    let ready_healthy = TaskStatus {
+        health: ContainerHealth::Healthy as i32,
+        ..ready.clone()
+    };
+    assert!(
+        !moves_forward(&ready, &ready_healthy),
+        "health only while running"
     );
 }

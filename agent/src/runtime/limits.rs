@@ -85,7 +85,33 @@ pub const CONTROLLER_RETRIES_MAX: u32 = 5;
 /// as damaged.
 pub const LOG_RECORD_BYTES_MAX: usize = 6 * LOG_LINE_BYTES_MAX + 128;
 
+/// Output of a command run inside a task (a health check probe) that is
+/// kept: stdout, then stderr, cut here. Docker keeps 4 KiB of a probe's
+/// output too; more would only bloat the task status it is reported in.
+pub const EXEC_OUTPUT_BYTES_MAX: usize = 4096;
+
+/// Health check interval and timeout when the check leaves them unset
+/// (Docker's defaults).
+pub const HEALTH_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
+
+/// See `HEALTH_INTERVAL_DEFAULT`.
+pub const HEALTH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+
+/// Consecutive failed probes that make a task unhealthy when the check
+/// leaves it unset, or sets 0 (Docker's default).
+pub const HEALTH_RETRIES_DEFAULT: u32 = 3;
+
+/// Shortest wait between two probes of one task, whatever the check asks:
+/// a probe is a fork and an exec, and a node runs hundreds of tasks.
+pub const HEALTH_INTERVAL_MIN: Duration = Duration::from_millis(100);
+
+/// How long the controller waits past a probe's own timeout for the
+/// runtime to report it killed, before it counts the probe as failed and
+/// moves on (a runtime that hangs must not stop the monitor).
+pub const HEALTH_PROBE_SLACK: Duration = Duration::from_secs(5);
+
 const _: () = assert!(LOG_FILE_BYTES_DEFAULT >= LOG_FILE_BYTES_MIN);
 const _: () = assert!(LOG_FILES_DEFAULT >= 1 && LOG_FILES_DEFAULT <= LOG_FILES_MAX);
 const _: () = assert!(SHIM_CLIENTS_MAX >= 2);
 const _: () = assert!(STOP_GRACE_DEFAULT.as_secs() <= STOP_GRACE_MAX.as_secs());
+const _: () = assert!(HEALTH_INTERVAL_MIN.as_millis() <= HEALTH_INTERVAL_DEFAULT.as_millis());

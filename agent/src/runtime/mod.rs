@@ -210,6 +210,13 @@ pub enum RuntimeError {
     Logs { source: std::io::Error },
     #[error("the {driver} driver cannot run commands inside its tasks")]
     ExecUnsupported { driver: &'static str },
+    #[error("cannot run {program} inside the task: {source}")]
+    ExecSpawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the command did not finish within {timeout:?} and was killed")]
+    ExecTimeout { timeout: Duration },
 }
 
 impl RuntimeError {

@@ -150,6 +150,20 @@ mod tests {
         assert_eq!(book.load().keys().collect::<Vec<_>>(), ["t1"]);
     }
 
+    /// Goal: a restarted daemon resumes a task with the health it last
+    /// reported (so it neither flips back to starting nor loses output).
+    #[test]
+    fn health_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = TaskBook::open(dir.path()).unwrap();
+        let mut unhealthy = record("t1", TaskState::Running);
+        unhealthy.status.health = rswarm_proto::ContainerHealth::Unhealthy as i32;
+        unhealthy.status.health_output = "no /ready".into();
+        book.save(&unhealthy).unwrap();
+        let loaded = TaskBook::open(dir.path()).unwrap().load();
+        assert_eq!(loaded["t1"], unhealthy);
+    }
+
     #[test]
     fn bad_ids_and_bad_files_are_refused_not_fatal() {
         let dir = tempfile::tempdir().unwrap();

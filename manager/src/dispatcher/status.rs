@@ -92,7 +92,9 @@ fn agent_may_report(state: i32) -> bool {
 /// The status after applying `update` to `current`, or `None` when nothing
 /// changes. A higher state replaces the status (empty exit code, pid and
 /// timestamp are carried over or filled); the same state only fills a
-/// missing exit code or pid; a lower state is ignored.
+/// missing exit code or pid, or changes the health (with the output of the
+/// probe that changed it; the timestamp stays the state's); a lower state
+/// is ignored.
 pub fn merge_status(
     current: Option<&TaskStatus>,
     update: &TaskStatus,
@@ -122,6 +124,10 @@ pub fn merge_status(
     }
     if next.pid == 0 && update.pid != 0 {
         next.pid = update.pid;
+    }
+    if update.health != current.health && update.state == TaskState::Running as i32 {
+        next.health = update.health;
+        next.health_output.clone_from(&update.health_output);
     }
     (next != *current).then_some(next)
 }
@@ -162,6 +168,7 @@ pub fn check_updates(
         }
         clip(&mut status.message);
         clip(&mut status.err);
+        clip(&mut status.health_output);
         let Some(task) = s.task(&update.task_id) else {
             debug!(task = %update.task_id, "status of a task that no longer exists: skipped");
             continue;

@@ -82,15 +82,68 @@ fn merge_moves_forward_only_and_fills_exit_code_and_pid() {
     assert_eq!((merged.exit_code, merged.pid), (Some(3), 0));
 }
 
+/// Goal: a RUNNING task's change of health is written (with the probe's
+/// output, keeping the time it started running), the same health again is
+/// not, and a health change never carries a state backwards.
+#[test]
+fn merge_takes_a_health_change_while_running() {
+    let running = TaskStatus {
+        pid: 42,
+        ..status(TaskState::Running)
+    };
+    let healthy = TaskStatus {
+        health: ContainerHealth::Healthy as i32,
+        health_output: "ok".into(),
+        timestamp_ms: 50,
+        pid: 42,
+        ..status(TaskState::Running)
+    };
+    let merged = merge_status(Some(&running), &healthy, 99).unwrap();
+    assert_eq!(merged.health, ContainerHealth::Healthy as i32);
+    assert_eq!(merged.health_output, "ok");
+    assert_eq!(merged.timestamp_ms, running.timestamp_ms);
+    assert_eq!(
+        merge_status(Some(&merged), &healthy, 99),
+        None,
+        "no change, no write"
+    );
+
+    let failed = TaskStatus {
+        exit_code: Some(143),
+        ..status(TaskState::Failed)
+    };
+    let unhealthy_running = TaskStatus {
+        health: ContainerHealth::Unhealthy as i32,
+        ..status(TaskState::Running)
+    };
+    assert_eq!(
+        merge_status(Some(&failed), &unhealthy_running, 1),
+        None,
+        "still never backwards"
+    );
+    let failed_healthy = TaskStatus {
+        health: ContainerHealth::Healthy as i32,
+        ..failed.clone()
+    };
+    assert_eq!(
+        merge_status(Some(&failed), &failed_healthy, 1),
+        None,
+        "health is a running task's"
+    );
+}
+
 fn any_status() -> impl Strategy<Value = TaskStatus> {
-    (0i32..=13, any::<Option<i8>>(), 0u32..3).prop_map(|(state, exit, pid)| TaskStatus {
-        state,
-        message: String::new(),
-        err: String::new(),
-        timestamp_ms: 1,
-        exit_code: exit.map(i32::from),
-        pid,
-        ..TaskStatus::default()
+    (0i32..=13, any::<Option<i8>>(), 0u32..3, 0i32..4).prop_map(|(state, exit, pid, health)| {
+        TaskStatus {
+            state,
+            message: String::new(),
+            err: String::new(),
+            timestamp_ms: 1,
+            exit_code: exit.map(i32::from),
+            pid,
+            health,
+            ..TaskStatus::default()
+        }
     })
 }
 

@@ -15,6 +15,7 @@
 //! unwatched.
 
 mod client;
+mod exec;
 mod resolve;
 
 use std::ffi::OsString;
@@ -367,13 +368,26 @@ impl Runtime for ProcessRuntime {
         Ok(super::spec_healthcheck(task))
     }
 
+    /// Runs `argv` on the host as the task runs (user, env, working
+    /// directory, cgroups), while the task runs.
     async fn exec(
         &self,
-        _task_id: &str,
-        _argv: &[String],
-        _timeout: Duration,
+        task_id: &str,
+        argv: &[String],
+        timeout: Duration,
     ) -> Result<ExecOutcome, RuntimeError> {
-        Err(RuntimeError::ExecUnsupported { driver: DRIVER })
+        let dir = self.existing_dir(task_id)?;
+        let ended = || RuntimeError::AlreadyEnded {
+            task_id: task_id.to_string(),
+        };
+        if self.recorded_exit(&dir).map_err(|_| ended())?.is_some() {
+            return Err(ended());
+        }
+        let spec = exec::read_spec(&dir)?.ok_or_else(|| RuntimeError::UnknownTask {
+            task_id: task_id.to_string(),
+            driver: DRIVER,
+        })?;
+        exec::exec_beside(&spec, argv, timeout).await
     }
 
     async fn attach(&self, task_id: &str) -> Result<Attached, RuntimeError> {

@@ -144,7 +144,7 @@ fn task_env(entries: &[String], home: &Path) -> Result<Vec<String>, RuntimeError
     Ok(env)
 }
 
-fn path_of(env: &[String]) -> &str {
+pub(super) fn path_of(env: &[String]) -> &str {
     env.iter()
         .rev()
         .find_map(|entry| entry.strip_prefix("PATH="))
@@ -172,7 +172,7 @@ fn workdir(dir: &str) -> Result<PathBuf, RuntimeError> {
 
 /// The program `command` names: an absolute path, a path relative to the
 /// working directory, or a name looked up in `path`.
-fn find_program(command: &str, dir: &Path, path: &str) -> Result<PathBuf, RuntimeError> {
+pub(super) fn find_program(command: &str, dir: &Path, path: &str) -> Result<PathBuf, RuntimeError> {
     if command.contains('/') {
         let program = dir.join(command);
         return if is_executable(&program) {

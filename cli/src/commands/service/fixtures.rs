@@ -59,6 +59,12 @@ impl TaskBuilder {
         self
     }
 
+    /// A running task's health.
+    pub fn health(mut self, health: ContainerHealth) -> Self {
+        self.0.status.get_or_insert_with(Default::default).health = health as i32;
+        self
+    }
+
     pub fn err(mut self, err: &str) -> Self {
         self.0.status.get_or_insert_with(Default::default).err = err.to_string();
         self

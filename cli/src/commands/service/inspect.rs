@@ -176,6 +176,7 @@ fn task_document(task: &TaskSpec) -> Value {
         ("Labels", json!(c.labels)),
         ("StopSignal", json!(c.stop_signal)),
         ("StopGracePeriod", json!(c.stop_grace_period_ms.map(nanos))),
+        ("Healthcheck", super::health::healthcheck_document(&c)),
     ]);
     let resources = task.resources.unwrap_or_default();
     let amounts = |r: Option<Resources>, pids: i64| {
@@ -428,6 +429,7 @@ fn pretty_container(task: &TaskSpec) -> Vec<String> {
     if let Some(ms) = c.stop_grace_period_ms {
         out.push(format!(" StopGracePeriod: {}", duration_text(ms)));
     }
+    out.extend(super::health::pretty_healthcheck(&c));
     out
 }
 

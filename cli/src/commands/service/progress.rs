@@ -15,7 +15,8 @@
 //!
 //! **Invariants:** a slot counts as done only when its task runs the
 //! service's current spec (its spec version, or an equal task spec), so an
-//! update is not "converged" before it started; an update status that was
+//! update is not "converged" before it started, and, when it has a health
+//! check, is healthy (Docker waits for that too); an update status that was
 //! already there when the wait began (`baseline`) is not taken for the
 //! outcome of this change.
 
@@ -25,6 +26,7 @@ use std::time::Duration;
 use rswarm_proto::service_spec::Mode;
 use rswarm_proto::*;
 
+use super::health::holds_convergence;
 use super::text::{ellipsize, service_id, service_name, short_id, state_word, task_id};
 
 /// Slots shown with a bar each; above this only the totals (Docker's 20).
@@ -434,6 +436,7 @@ fn is_done(service: &Service, task: &Task) -> bool {
     current
         && task.desired_state == TaskState::Running as i32
         && task_state(task) == TaskState::Running as i32
+        && !task.status.as_ref().is_some_and(holds_convergence)
 }
 
 fn is_global(service: &Service) -> bool {

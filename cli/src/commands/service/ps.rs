@@ -17,6 +17,7 @@ use crate::client::Daemon;
 use crate::output::{Filters, ListFormat, ago_at, format_table, now_ms, print_json_lines};
 
 use super::calls;
+use super::health::{health_suffix, health_word};
 use super::text::{
     ellipsize, image_text, ports_text, shown_id, state_name, state_word, task_id, task_name,
 };
@@ -63,8 +64,11 @@ pub struct TaskRow {
     pub node: String,
     /// `Running`, `Shutdown`, ...
     pub desired: String,
-    /// `Running 8 seconds ago`.
+    /// `Running 8 seconds ago`, `Running 8 seconds ago (healthy)`.
     pub current: String,
+    /// A running task's health: `starting`, `healthy`, `unhealthy`, or
+    /// empty without a check.
+    pub health: String,
     /// Why the task failed or waits, cut unless `--no-trunc`.
     pub error: String,
     /// `*:8080->80/tcp`.
@@ -104,6 +108,7 @@ impl TaskRow {
             "Node": self.node,
             "DesiredState": self.desired,
             "CurrentState": self.current,
+            "Health": self.health,
             "Error": self.error,
             "Ports": self.ports,
         })
@@ -178,10 +183,12 @@ fn task_row(
         node,
         desired: state_name(task.desired_state),
         current: format!(
-            "{} {}",
+            "{} {}{}",
             state_name(status.state),
-            ago_at(status.timestamp_ms, options.now_ms)
+            ago_at(status.timestamp_ms, options.now_ms),
+            health_suffix(&status)
         ),
+        health: health_word(&status).to_string(),
         error,
         ports: task
             .endpoint

@@ -177,6 +177,8 @@ pub struct FieldFlags {
     /// Wait between the stop signal and SIGKILL (e.g. 10s).
     #[arg(long, value_name = "DURATION", value_parser = values::duration_ms, allow_hyphen_values = true)]
     pub stop_grace_period: Option<u64>,
+    #[command(flatten)]
+    pub health: super::health::HealthFlags,
 }
 
 /// The six flags of one update policy (`--update-*` or `--rollback-*`).
@@ -234,6 +236,8 @@ impl FieldFlags {
         }
         let task = spec.task.get_or_insert_with(Default::default);
         self.apply_container(task.container.get_or_insert_with(Default::default));
+        self.health
+            .apply(task.container.get_or_insert_with(Default::default))?;
         self.apply_resources(task);
         self.apply_restart(task);
         if let Some(n) = self.max_replicas {

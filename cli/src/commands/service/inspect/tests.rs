@@ -213,3 +213,32 @@ fn pretty_summarises_like_docker() {
           PublishMode = host"#]]
     .assert_eq(&pretty(&view()));
 }
+
+/// Goal: the spec's check shows under `ContainerSpec.Healthcheck` in the
+/// document and in the summary.
+#[test]
+fn the_health_check_shows_in_the_document_and_the_summary() {
+    let mut view = view();
+    let container = view
+        .service
+        .as_mut()
+        .and_then(|s| s.spec.as_mut())
+        .and_then(|s| s.task.as_mut())
+        .and_then(|t| t.container.as_mut())
+        .unwrap();
+    container.healthcheck = Some(HealthConfig {
+        test: vec!["CMD-SHELL".into(), "test -f /ready".into()],
+        interval_ms: Some(2_000),
+        ..HealthConfig::default()
+    });
+    let doc = document(&view);
+    assert_eq!(
+        doc["Spec"]["TaskTemplate"]["ContainerSpec"]["Healthcheck"],
+        serde_json::json!({"Test": ["CMD-SHELL", "test -f /ready"], "Interval": 2_000_000_000u64})
+    );
+    let summary = pretty(&view);
+    assert!(
+        summary.contains(" Healthcheck:\n  Test:\t\tCMD-SHELL test -f /ready\n  Interval:\t2s"),
+        "{summary}"
+    );
+}

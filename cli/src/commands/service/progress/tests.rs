@@ -493,3 +493,34 @@ fn bars_follow_dockers_arithmetic() {
         format!("[{}>{}]", "=".repeat(31), " ".repeat(19))
     );
 }
+
+/// Goal: a task whose health check has not passed yet (or failed) does not
+/// count as converged; once healthy it does, as Docker waits for healthy.
+#[test]
+fn a_task_still_starting_its_health_check_is_not_converged() {
+    let service = replicated("web", 1);
+    let starting = [task("a", 1, TaskState::Running)
+        .health(ContainerHealth::Starting)
+        .build()];
+    let mut tracker = Tracker::new(Purpose::Create, None);
+    let frame = at(&mut tracker, &service, &starting, 10.0);
+    assert!(
+        text(&frame).starts_with("overall progress: 0 out of 1 tasks"),
+        "{}",
+        text(&frame)
+    );
+    let frame = at(&mut tracker, &service, &starting, 60.0);
+    assert_eq!(frame.outcome, None, "still waiting for the check");
+    let unhealthy = [task("a", 1, TaskState::Running)
+        .health(ContainerHealth::Unhealthy)
+        .build()];
+    let frame = at(&mut tracker, &service, &unhealthy, 61.0);
+    assert!(text(&frame).starts_with("overall progress: 0 out of 1 tasks"));
+    let healthy = [task("a", 1, TaskState::Running)
+        .health(ContainerHealth::Healthy)
+        .build()];
+    let frame = at(&mut tracker, &service, &healthy, 62.0);
+    assert!(text(&frame).starts_with("overall progress: 1 out of 1 tasks"));
+    let frame = at(&mut tracker, &service, &healthy, 70.0);
+    assert_eq!(frame.outcome, Some(Outcome::Converged));
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use expect_test::expect;
-use rswarm_proto::{PortConfig, TaskState};
+use rswarm_proto::{ContainerHealth, PortConfig, TaskState};
 
 use super::*;
 use crate::commands::service::fixtures::{NOW_MS, TaskBuilder};
@@ -28,6 +28,7 @@ fn web_tasks() -> Vec<Task> {
     vec![
         TaskBuilder::new("t2aaaaaaaaaaaaaaaaaaaaaaa", "web", 2)
             .node("n2")
+            .health(ContainerHealth::Healthy)
             .ports(vec![PortConfig {
                 published_port: 8080,
                 target_port: 80,
@@ -64,12 +65,12 @@ fn web_tasks() -> Vec<Task> {
 fn older_tasks_of_a_slot_sit_under_the_newest() {
     let rows = task_rows(&web_tasks(), &hostnames(), options(false));
     expect![[r#"
-        ID             NAME        IMAGE        NODE      DESIRED STATE   CURRENT STATE           ERROR                              PORTS
+        ID             NAME        IMAGE        NODE      DESIRED STATE   CURRENT STATE                     ERROR                              PORTS
         t1newaaaaaaa   web.1       nginx:1.27   worker2   Running         Running 8 seconds ago
         t1midaaaaaaa    \_ web.1   nginx:1.25   gone      Shutdown        Shutdown 2 hours ago
-        t1oldaaaaaaa    \_ web.1   nginx:1.27   worker1   Shutdown        Failed 2 minutes ago    "task: non-zero exit (137): th…"
-        t2aaaaaaaaaa   web.2       nginx:1.27   worker2   Running         Running 8 seconds ago                                      *:8080->80/tcp
-        t10aaaaaaaaa   web.10      nginx:1.27             Running         Pending 3 seconds ago   "no suitable node (1 node not …"
+        t1oldaaaaaaa    \_ web.1   nginx:1.27   worker1   Shutdown        Failed 2 minutes ago              "task: non-zero exit (137): th…"
+        t2aaaaaaaaaa   web.2       nginx:1.27   worker2   Running         Running 8 seconds ago (healthy)                                      *:8080->80/tcp
+        t10aaaaaaaaa   web.10      nginx:1.27             Running         Pending 3 seconds ago             "no suitable node (1 node not …"
     "#]]
     .assert_eq(&task_table(&rows));
 }
@@ -114,8 +115,8 @@ fn json_lines_use_dockers_keys() {
     let rows = task_rows(&web_tasks()[..2], &hostnames(), options(false));
     let lines: Vec<String> = rows.iter().map(|r| r.json().to_string()).collect();
     expect![[r#"
-        {"CurrentState":"Failed 2 minutes ago","DesiredState":"Shutdown","Error":"task: non-zero exit (137): th…","ID":"t1oldaaaaaaa","Image":"nginx:1.27","Name":"web.1","Node":"worker1","Ports":""}
-        {"CurrentState":"Running 8 seconds ago","DesiredState":"Running","Error":"","ID":"t2aaaaaaaaaa","Image":"nginx:1.27","Name":"web.2","Node":"worker2","Ports":"*:8080->80/tcp"}"#]]
+        {"CurrentState":"Failed 2 minutes ago","DesiredState":"Shutdown","Error":"task: non-zero exit (137): th…","Health":"","ID":"t1oldaaaaaaa","Image":"nginx:1.27","Name":"web.1","Node":"worker1","Ports":""}
+        {"CurrentState":"Running 8 seconds ago (healthy)","DesiredState":"Running","Error":"","Health":"healthy","ID":"t2aaaaaaaaaa","Image":"nginx:1.27","Name":"web.2","Node":"worker2","Ports":"*:8080->80/tcp"}"#]]
     .assert_eq(&lines.join("\n"));
 }
 
