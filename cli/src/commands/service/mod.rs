@@ -20,6 +20,7 @@
 
 pub(super) mod calls;
 mod change;
+mod container_flags;
 mod inspect;
 mod logs;
 mod ls;

@@ -390,6 +390,8 @@ pub struct CreateFlags {
     pub publish: Vec<PortConfig>,
     #[command(flatten)]
     pub fields: FieldFlags,
+    #[command(flatten)]
+    pub container: super::container_flags::ContainerFlags,
     /// IMAGE [COMMAND] [ARG...], or with --driver process: COMMAND [ARG...].
     #[arg(
         required = true,
@@ -450,6 +452,7 @@ pub fn create_spec(flags: &CreateFlags) -> Result<ServiceSpec> {
         });
     }
     flags.fields.apply(&mut spec)?;
+    flags.container.apply(container_mut(&mut spec));
     validate(&spec)?;
     Ok(spec)
 }
@@ -513,6 +516,8 @@ pub struct UpdateFlags {
     pub rollback: bool,
     #[command(flatten)]
     pub fields: FieldFlags,
+    #[command(flatten)]
+    pub container: super::container_flags::ContainerUpdateFlags,
 }
 
 impl UpdateFlags {
@@ -540,6 +545,7 @@ impl UpdateFlags {
             container.args.clone_from(args);
         }
         merge_env(&mut container.env, &self.env_rm, &self.env_add);
+        self.container.apply(container);
         let labels = &mut spec.annotations.get_or_insert_with(Default::default).labels;
         for key in &self.label_rm {
             labels.remove(key);
