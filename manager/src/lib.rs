@@ -20,6 +20,7 @@
 pub mod authz;
 pub mod bootstrap;
 pub mod ca;
+pub mod container_spec;
 pub mod controlapi;
 pub mod dispatcher;
 pub mod leader;
