@@ -346,7 +346,7 @@ async fn bind_volume_and_tmpfs_mounts_work_and_volumes_keep_data() {
     assert!(output.contains("bind-ro"), "{output}");
     assert!(output.contains("tmpfs"), "{output}");
     let volumes = fx.runtime.volumes().list().unwrap();
-    assert_eq!(volumes[0].used_by, [first.clone()]);
+    assert_eq!(volumes[0].used_by, std::slice::from_ref(&first));
     fx.runtime.remove(&first).await.unwrap();
 
     let second = unique("mountsb");
@@ -495,7 +495,7 @@ async fn a_restarted_daemon_reattaches_and_gets_the_exit_code() {
         restarted.attach(&id).await.unwrap(),
         Attached::Running { pid }
     );
-    assert_eq!(restarted.task_ids().await.unwrap(), [id.clone()]);
+    assert_eq!(restarted.task_ids().await.unwrap(), std::slice::from_ref(&id));
     let health = restarted.healthcheck(&running).await.unwrap();
     assert_eq!(
         health.unwrap().test,

@@ -346,7 +346,7 @@ pub fn resources(limits: &TaskLimits) -> Resources {
             allow: false,
             access: "rwm".to_string(),
         }],
-        memory: (limits.memory_bytes > 0).then(|| Memory {
+        memory: (limits.memory_bytes > 0).then_some(Memory {
             limit: limits.memory_bytes,
         }),
         cpu: (limits.nano_cpus > 0).then(|| Cpu {
