@@ -495,7 +495,10 @@ async fn a_restarted_daemon_reattaches_and_gets_the_exit_code() {
         restarted.attach(&id).await.unwrap(),
         Attached::Running { pid }
     );
-    assert_eq!(restarted.task_ids().await.unwrap(), std::slice::from_ref(&id));
+    assert_eq!(
+        restarted.task_ids().await.unwrap(),
+        std::slice::from_ref(&id)
+    );
     let health = restarted.healthcheck(&running).await.unwrap();
     assert_eq!(
         health.unwrap().test,
