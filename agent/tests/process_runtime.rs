@@ -195,7 +195,7 @@ async fn exit_code_and_both_streams_are_recorded_with_timestamps() {
     assert!(started.pid > 0);
     let exit = fixture.runtime.wait("exit3").await.unwrap();
     assert_eq!(exit, ExitStatus::Code(3));
-    assert_eq!(exit.to_string(), "task exited with code 3");
+    assert_eq!(exit.to_string(), "task: non-zero exit (3)");
 
     let lines = fixture.log_lines("exit3", all_lines()).await;
     let mut seen: Vec<(&str, i32)> = lines.iter().map(|l| (text(l), l.stream)).collect();
@@ -687,7 +687,7 @@ async fn a_controller_drives_a_real_task_to_failed_and_another_to_shutdown() {
     let failed = &finals["fails"];
     assert_eq!(failed.state, TaskState::Failed as i32);
     assert_eq!(failed.exit_code, Some(3));
-    assert_eq!(failed.err, "task exited with code 3");
+    assert_eq!(failed.err, "task: non-zero exit (3)");
     assert_eq!(finals["stops"].state, TaskState::Shutdown as i32);
 }
 

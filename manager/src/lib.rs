@@ -8,7 +8,8 @@
 //! - `authz`: who may call what.
 //! - `controlapi`: the control API (nodes, services, tasks, cluster, join
 //!   tokens, configs, logs).
-//! - `spec`: service spec validation and defaults.
+//! - `spec`: service spec validation and defaults; `container_spec` checks
+//!   the container fields (mounts, caps, ulimits, sysctls, network mode).
 //! - `ca`: the cluster CA (join, renewal).
 //! - `dispatcher`: node sessions and liveness.
 //! - `membership`: Raft membership follows node roles.
@@ -20,6 +21,7 @@
 pub mod authz;
 pub mod bootstrap;
 pub mod ca;
+pub mod container_spec;
 pub mod controlapi;
 pub mod dispatcher;
 pub mod leader;

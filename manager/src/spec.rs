@@ -217,6 +217,7 @@ fn check_container(c: &mut ContainerSpec, driver: &str) -> Result<(), SpecError>
     }
     check_labels(&c.labels, "container label")?;
     health::check_healthcheck(c.healthcheck.as_ref())?;
+    crate::container_spec::check(c).map_err(SpecError::new)?;
     if !c.stop_signal.is_empty() && signal_number(&c.stop_signal).is_none() {
         return Err(SpecError::new(format!(
             "invalid stop signal {:?}: use a name such as SIGTERM or SIGINT, or a number",

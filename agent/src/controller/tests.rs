@@ -293,8 +293,12 @@ async fn a_task_runs_to_completion_through_every_state() {
 #[tokio::test]
 async fn a_non_zero_exit_or_a_signal_fails_the_task_with_the_reason() {
     for (exit, err, code) in [
-        (ExitStatus::Code(3), "task exited with code 3", 3),
-        (ExitStatus::Signal(9), "task killed by signal 9", 137),
+        (ExitStatus::Code(3), "task: non-zero exit (3)", 3),
+        (
+            ExitStatus::Signal(9),
+            "task: non-zero exit (137): killed by signal 9",
+            137,
+        ),
     ] {
         let runtime = Arc::new(ScriptedRuntime::new());
         let (_handle, mut rx) = start(&runtime, task(TaskState::Running));
@@ -409,7 +413,7 @@ async fn resuming_reports_an_exit_that_happened_while_the_daemon_was_away() {
     );
     let seen = statuses_until(&mut rx, TaskState::Failed).await;
     assert_eq!(seen[0].exit_code, Some(2));
-    assert_eq!(seen[0].err, "task exited with code 2");
+    assert_eq!(seen[0].err, "task: non-zero exit (2)");
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::shim::records::CgroupPlacement;
 
 /// CFS period for CPU limits (the kernel's default, Docker's too).
-const CPU_PERIOD_US: i64 = 100_000;
+pub const CPU_PERIOD_US: i64 = 100_000;
 /// Smallest CFS quota the kernel accepts.
 const CPU_QUOTA_US_MIN: i64 = 1_000;
 /// Attempts to remove a cgroup whose last processes are still exiting.
@@ -55,6 +55,27 @@ pub struct TaskLimits {
 }
 
 impl TaskLimits {
+    /// The limits `task`'s spec sets; a negative one rejects the task.
+    pub fn of_task(task: &rswarm_proto::Task) -> Result<Self, crate::runtime::RuntimeError> {
+        let resources = task.spec.as_ref().and_then(|s| s.resources.as_ref());
+        let limits = resources.and_then(|r| r.limits.as_ref());
+        let result = TaskLimits {
+            nano_cpus: limits.map_or(0, |l| l.nano_cpus),
+            memory_bytes: limits.map_or(0, |l| l.memory_bytes),
+            pids: resources.map_or(0, |r| r.pids_limit),
+        };
+        for (limit, value) in [
+            ("cpus", result.nano_cpus),
+            ("memory", result.memory_bytes),
+            ("pids", result.pids),
+        ] {
+            if value < 0 {
+                return Err(crate::runtime::RuntimeError::NegativeLimit { limit, value });
+            }
+        }
+        Ok(result)
+    }
+
     /// The controllers these limits need.
     pub fn controllers(&self) -> Vec<Controller> {
         let mut needed = Vec::new();
@@ -71,7 +92,7 @@ impl TaskLimits {
     }
 
     /// The CFS quota for `nano_cpus`, per `CPU_PERIOD_US`.
-    fn cpu_quota_us(&self) -> i64 {
+    pub fn cpu_quota_us(&self) -> i64 {
         (self.nano_cpus.saturating_mul(CPU_PERIOD_US) / 1_000_000_000).max(CPU_QUOTA_US_MIN)
     }
 }
@@ -180,6 +201,18 @@ impl Cgroups {
             }
         }
         Ok(())
+    }
+
+    /// The memory cgroup runc makes for a container whose `cgroupsPath`
+    /// is `/<parent>/<task id>`, with whether it is on cgroup v2.
+    pub fn memory_dir(&self, task_id: &str) -> Option<(PathBuf, bool)> {
+        let hierarchy = self.hierarchy_for(Controller::Memory).ok()?;
+        Some((self.task_dir(hierarchy, task_id), hierarchy.v2))
+    }
+
+    /// The cgroup under which task cgroups go, in each hierarchy.
+    pub fn parent(&self) -> &str {
+        &self.parent
     }
 
     fn hierarchy_for(&self, controller: Controller) -> Result<&Hierarchy, CgroupError> {

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// PATH of a task that sets none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Stop grace period when `ContainerSpec.stop_grace_period_ms` is unset
 /// (Docker's and SwarmKit's default).
 pub const STOP_GRACE_DEFAULT: Duration = Duration::from_secs(10);
@@ -110,6 +113,44 @@ pub const HEALTH_INTERVAL_MIN: Duration = Duration::from_millis(100);
 /// moves on (a runtime that hangs must not stop the monitor).
 pub const HEALTH_PROBE_SLACK: Duration = Duration::from_secs(5);
 
+/// A bounded exponential backoff: attempts, first and longest delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub attempts_max: u32,
+    pub delay_min: Duration,
+    pub delay_max: Duration,
+}
+
+/// Getting an image that failed for a passing reason (registry
+/// unreachable, a timeout): 5 attempts over about 15 s, then the task fails
+/// with the last reason and the orchestrator's restart policy takes over
+/// (which retries longer, on any node).
+pub const IMAGE_BACKOFF: Backoff = Backoff {
+    attempts_max: 5,
+    delay_min: Duration::from_secs(1),
+    delay_max: Duration::from_secs(8),
+};
+
+/// How long `runc --version` may take when the node looks for runc.
+pub const RUNC_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Size of the per-task tmpfs holding its secrets and configs: far above
+/// what a task needs (Docker caps one secret at 500 KiB), small enough that
+/// a task cannot eat the node's memory through it.
+pub const TASK_FILES_TMPFS_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Bytes of `/dev/shm` in a container (Docker's default).
+pub const CONTAINER_SHM_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Longest overlayfs mount option string: the kernel takes one page of
+/// mount data. Images with more layers than fit are refused.
+pub const OVERLAY_MOUNT_DATA_BYTES_MAX: usize = 4095;
+
+/// Entries copied from an image into a new volume at most (a bound on a
+/// directory tree the node does not control).
+pub const VOLUME_COPY_ENTRIES_MAX: usize = 100_000;
+
+const _: () = assert!(IMAGE_BACKOFF.attempts_max >= 1);
 const _: () = assert!(LOG_FILE_BYTES_DEFAULT >= LOG_FILE_BYTES_MIN);
 const _: () = assert!(LOG_FILES_DEFAULT >= 1 && LOG_FILES_DEFAULT <= LOG_FILES_MAX);
 const _: () = assert!(SHIM_CLIENTS_MAX >= 2);

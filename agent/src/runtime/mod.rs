@@ -8,14 +8,20 @@
 //! runtime reports and from the error class (`RuntimeError::rejects_task`).
 //!
 //! - `process` — `ProcessRuntime`: a command on the host, watched by a shim.
+//! - `oci` — `OciRuntime`: an image run as a container by runc, watched by
+//!   the same shim.
+//! - `task_dirs` — what both do alike: task directories, starting shims and
+//!   talking to them.
 //! - `cgroup` — limits through cgroup v1 or v2.
 //! - `user`, `signal` — resolving `ContainerSpec.user` and stop signals.
 //! - `limits` — every limit and timeout of task execution.
 
 pub mod cgroup;
 pub mod limits;
+pub mod oci;
 pub mod process;
 pub mod signal;
+mod task_dirs;
 pub mod user;
 
 use std::collections::BTreeMap;
@@ -28,7 +34,9 @@ use async_trait::async_trait;
 use rswarm_proto::{ContainerSpec, LogsOptions, Task};
 
 pub use crate::logs::LogLineStream;
-pub use process::{ProcessRuntime, ProcessRuntimeConfig, ShimCommand};
+pub use oci::{OciRuntime, OciRuntimeConfig};
+pub use process::{ProcessRuntime, ProcessRuntimeConfig};
+pub use task_dirs::ShimCommand;
 
 /// The driver a task runs with when its spec names none (the image runtime,
 /// as in Docker).
@@ -59,6 +67,9 @@ pub enum ExitStatus {
     Code(i32),
     /// This signal killed it.
     Signal(i32),
+    /// The kernel's OOM killer killed it (or a process of it): the task
+    /// used more memory than its limit.
+    OomKilled,
 }
 
 impl ExitStatus {
@@ -72,6 +83,7 @@ impl ExitStatus {
         match self {
             ExitStatus::Code(code) => code,
             ExitStatus::Signal(signal) => 128 + signal,
+            ExitStatus::OomKilled => 128 + 9,
         }
     }
 }
@@ -79,8 +91,18 @@ impl ExitStatus {
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ExitStatus::Code(code) => write!(f, "task exited with code {code}"),
-            ExitStatus::Signal(signal) => write!(f, "task killed by signal {signal}"),
+            ExitStatus::Code(0) => write!(f, "task: exited (0)"),
+            ExitStatus::Code(code) => write!(f, "task: non-zero exit ({code})"),
+            ExitStatus::Signal(signal) => write!(
+                f,
+                "task: non-zero exit ({}): killed by signal {signal}",
+                self.exit_code()
+            ),
+            ExitStatus::OomKilled => write!(
+                f,
+                "task: non-zero exit ({}): OOM killed; raise its memory limit",
+                self.exit_code()
+            ),
         }
     }
 }
@@ -217,6 +239,8 @@ pub enum RuntimeError {
     },
     #[error("the command did not finish within {timeout:?} and was killed")]
     ExecTimeout { timeout: Duration },
+    #[error(transparent)]
+    Oci(#[from] oci::OciError),
 }
 
 impl RuntimeError {
@@ -241,7 +265,7 @@ impl RuntimeError {
                 | RuntimeError::NegativeLimit { .. }
                 | RuntimeError::Cgroup(cgroup::CgroupError::MissingController { .. })
                 | RuntimeError::PathTooLong { .. }
-        )
+        ) || matches!(self, RuntimeError::Oci(e) if e.rejects_task())
     }
 }
 
@@ -435,8 +459,13 @@ mod tests {
     #[test]
     fn exit_statuses_read_like_a_shell() {
         assert!(ExitStatus::Code(0).success());
-        assert_eq!(ExitStatus::Code(3).to_string(), "task exited with code 3");
-        assert_eq!(ExitStatus::Signal(9).to_string(), "task killed by signal 9");
+        assert_eq!(ExitStatus::Code(3).to_string(), "task: non-zero exit (3)");
+        assert_eq!(
+            ExitStatus::Signal(9).to_string(),
+            "task: non-zero exit (137): killed by signal 9"
+        );
+        assert!(ExitStatus::OomKilled.to_string().contains("OOM killed"));
+        assert_eq!(ExitStatus::OomKilled.exit_code(), 137);
         assert_eq!(ExitStatus::Signal(9).exit_code(), 137);
         assert!(!ExitStatus::Signal(15).success());
     }

@@ -62,6 +62,31 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<TaskUser, U
     Ok(TaskUser { uid, gid, home })
 }
 
+/// The groups of the group file that list the user with uid `uid` (by
+/// its passwd name) as a member: its supplementary groups.
+pub fn supplementary_gids(uid: u32, passwd: &str, group: &str) -> Vec<u32> {
+    let Some(name) = passwd_entries(passwd)
+        .find(|e| e.uid == uid)
+        .map(|e| e.name)
+    else {
+        return Vec::new();
+    };
+    group
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let _name = fields.next()?;
+            let _password = fields.next()?;
+            let gid = fields.next()?.parse::<u32>().ok()?;
+            let members = fields.next()?;
+            members
+                .split(',')
+                .any(|member| member.trim() == name)
+                .then_some(gid)
+        })
+        .collect()
+}
+
 fn resolve_group(spec: &str, group: &str) -> Result<u32, UserError> {
     if let Ok(gid) = spec.parse::<u32>() {
         return Ok(gid);
@@ -182,6 +207,13 @@ app:x:1000:1001:App,,,:/home/app:/bin/sh
                 group: "ghosts".into()
             }
         );
+    }
+
+    #[test]
+    fn supplementary_groups_list_the_user_by_name() {
+        assert_eq!(supplementary_gids(1000, PASSWD, GROUP), [50]);
+        assert!(supplementary_gids(0, PASSWD, GROUP).is_empty());
+        assert!(supplementary_gids(4242, PASSWD, GROUP).is_empty());
     }
 
     proptest! {

@@ -15,10 +15,14 @@
 //! main process ends, whatever else is left in its process group and
 //! cgroups is killed (a task ends as a container does).
 //!
+//! For a container (`ShimSpec.container`), runc creates and starts the
+//! task and the shim adopts the container's init (see `container`).
+//!
 //! Start handshake: the shim prints one line on stdout, `started <pid>` or
 //! `failed <message>`, and then lets go of stdout, so the runtime knows the
 //! outcome of the start without polling.
 
+mod container;
 pub mod protocol;
 pub mod records;
 mod supervisor;
@@ -61,6 +65,7 @@ pub fn run(task_dir: &Path) -> u8 {
                     error: message.clone(),
                 },
                 finished_ns: crate::logs::now_ns(),
+                oom_killed: false,
             };
             if let Err(e) = write_json_durably(&task_dir.join(records::EXIT_FILE), &record) {
                 eprintln!("shim: cannot record the failed start: {e}");

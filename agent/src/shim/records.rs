@@ -64,6 +64,35 @@ pub struct ShimSpec {
     pub credentials: Option<Credentials>,
     pub cgroups: Vec<CgroupPlacement>,
     pub log_rotation: LogRotation,
+    /// Set for a container: the shim has runc create and start it instead
+    /// of running `program` itself (which is then unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerStart>,
+}
+
+/// How the shim starts a container with runc, and what it needs after the
+/// container's end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStart {
+    /// The runc binary.
+    pub runc: PathBuf,
+    /// runc's state directory (`runc --root`).
+    pub root: PathBuf,
+    /// The bundle: `config.json` and the root filesystem.
+    pub bundle: PathBuf,
+    /// The container's id for runc.
+    pub id: String,
+    /// The container's memory cgroup, read for OOM kills before runc
+    /// deletes it; `None` on a node without the memory controller.
+    pub memory_cgroup: Option<MemoryCgroup>,
+}
+
+/// Where the kernel counts a cgroup's OOM kills.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryCgroup {
+    pub dir: PathBuf,
+    /// cgroup v2 (`memory.events`) rather than v1 (`memory.oom_control`).
+    pub v2: bool,
 }
 
 /// The task's main process, recorded once it started.
@@ -93,6 +122,10 @@ pub struct ExitRecord {
     pub outcome: Outcome,
     /// Nanoseconds since the epoch.
     pub finished_ns: i64,
+    /// The kernel's OOM killer killed a process of the task (containers
+    /// only; absent in records written before it existed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
 }
 
 /// Writes `bytes` to `path` so that readers see the old content or the new,
@@ -170,16 +203,32 @@ mod tests {
         let first = ExitRecord {
             outcome: Outcome::Exited { code: 3 },
             finished_ns: 1,
+            oom_killed: false,
         };
         write_json(&path, &first).unwrap();
         let second = ExitRecord {
             outcome: Outcome::Killed { signal: 9 },
             finished_ns: 2,
+            oom_killed: true,
         };
         write_json_durably(&path, &second).unwrap();
         assert_eq!(read_json::<ExitRecord>(&path).unwrap(), Some(second));
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn records_without_the_oom_flag_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EXIT_FILE);
+        std::fs::write(
+            &path,
+            br#"{"outcome":{"exited":{"code":3}},"finished_ns":5}"#,
+        )
+        .unwrap();
+        let record = read_json::<ExitRecord>(&path).unwrap().unwrap();
+        assert_eq!(record.outcome, Outcome::Exited { code: 3 });
+        assert!(!record.oom_killed);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use rswarm_proto::LogStream;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions, WaitStatus};
 
+use super::container::{self, Spawned};
 use super::protocol::{Reply, Request};
 use super::records::{
     self, CgroupPlacement, ExitRecord, Outcome, ShimSpec, TaskPid, read_json, write_json,
@@ -35,7 +36,7 @@ const EXIT_POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(100);
 
 /// Why the shim could not start the task.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum StartError {
+pub(crate) enum StartError {
     #[error("cannot read the task spec {path}: {source}")]
     Spec { path: PathBuf, source: io::Error },
     #[error("no task spec at {path}")]
@@ -48,6 +49,8 @@ pub(super) enum StartError {
     Cgroup { path: PathBuf, source: io::Error },
     #[error("cannot start {program}: {source}")]
     Spawn { program: PathBuf, source: io::Error },
+    #[error("runc {step} failed: {message}")]
+    Runc { step: &'static str, message: String },
 }
 
 /// A connected control client.
@@ -103,12 +106,28 @@ impl Supervisor {
             path: dir.to_path_buf(),
             source,
         })?;
-        let mut child = spawn_task(&spec)?;
-        let main_pid = Pid::from_child(&child);
+        let spawned = match &spec.container {
+            Some(container) => container::start(container)?,
+            None => {
+                let mut child = spawn_task(&spec)?;
+                Spawned {
+                    pid: child.id(),
+                    stdout: child.stdout.take(),
+                    stderr: child.stderr.take(),
+                }
+            }
+        };
+        let main_pid = i32::try_from(spawned.pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| StartError::Spawn {
+                program: spec.program.clone(),
+                source: io::Error::other(format!("bad pid {}", spawned.pid)),
+            })?;
         let pidfd = rustix::process::pidfd_open(main_pid, PidfdFlags::empty())
             .inspect_err(|e| eprintln!("shim: no pidfd ({e}); polling for the exit"))
             .ok();
-        record_pids(dir, child.id());
+        record_pids(dir, spawned.pid);
         Ok(Self {
             dir: dir.to_path_buf(),
             spec,
@@ -116,8 +135,8 @@ impl Supervisor {
             clients: Vec::new(),
             main_pid,
             pidfd,
-            stdout: child.stdout.take(),
-            stderr: child.stderr.take(),
+            stdout: spawned.stdout,
+            stderr: spawned.stderr,
             stdout_lines: LineSplitter::default(),
             stderr_lines: LineSplitter::default(),
             log,
@@ -446,9 +465,11 @@ impl Supervisor {
             })
             .and_then(|()| log.flush());
         self.note_log_result(result);
+        let oom_killed = self.spec.container.as_ref().is_some_and(container::finish);
         let record = ExitRecord {
             outcome: outcome_of(self.main_status),
             finished_ns: now_ns(),
+            oom_killed,
         };
         if let Err(e) = write_json_durably(&self.dir.join(records::EXIT_FILE), &record) {
             eprintln!("shim: cannot record the exit {record:?}: {e}");

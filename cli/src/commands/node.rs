@@ -287,6 +287,10 @@ fn inspect_json(v: &NodeView) -> Value {
             "Platform": {"Architecture": platform.architecture, "OS": platform.os},
             "Resources": {"NanoCPUs": resources.nano_cpus, "MemoryBytes": resources.memory_bytes},
             "Engine": {"EngineVersion": desc.engine_version},
+            "Drivers": desc.drivers,
+            "UnavailableDrivers": desc.unavailable_drivers.iter()
+                .map(|u| json!({"Driver": u.driver, "Reason": u.reason}))
+                .collect::<Vec<_>>(),
         },
         "Status": {"State": status_name(&n).to_lowercase(), "Message": status.message, "Addr": status.addr},
     });
@@ -388,6 +392,7 @@ fn print_pretty(v: &NodeView) {
         "Engine Version:\t\t{}",
         s("/Description/Engine/EngineVersion")
     );
+    print_drivers(&doc);
     let labels = labels(v.node.as_ref().unwrap_or(&Node::default()));
     if !labels.is_empty() {
         println!("Labels:");
@@ -396,6 +401,28 @@ fn print_pretty(v: &NodeView) {
         }
     }
     println!();
+}
+
+/// The task drivers of a node, and those it lacks with the reason.
+fn print_drivers(doc: &serde_json::Value) {
+    let names: Vec<&str> = doc
+        .pointer("/Description/Drivers")
+        .and_then(|d| d.as_array())
+        .map(|d| d.iter().filter_map(|n| n.as_str()).collect())
+        .unwrap_or_default();
+    println!("Drivers:\t\t{}", names.join(", "));
+    let unavailable = doc
+        .pointer("/Description/UnavailableDrivers")
+        .and_then(|d| d.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for driver in unavailable {
+        println!(
+            " Unavailable {}:\t{}",
+            driver["Driver"].as_str().unwrap_or_default(),
+            driver["Reason"].as_str().unwrap_or_default()
+        );
+    }
 }
 
 /// What `node update` (and promote/demote) change in a spec.

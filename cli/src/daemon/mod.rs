@@ -9,6 +9,7 @@
 //! this node left the Raft membership.
 
 mod local_api;
+mod oci;
 mod server;
 pub mod state;
 
@@ -196,9 +197,23 @@ impl Daemon {
         let shim = ShimCommand::current_exe().map_err(|e| {
             Status::internal(format!("cannot find this executable to run shims: {e}"))
         })?;
-        let process = ProcessRuntime::new(ProcessRuntimeConfig::new(self.data.worker_dir(), shim))
-            .map_err(|e| Status::internal(format!("cannot start the process driver: {e}")))?;
-        Ok(Drivers::new([Arc::new(process) as Arc<dyn Runtime>]))
+        let process = ProcessRuntime::new(ProcessRuntimeConfig::new(
+            self.data.worker_dir(),
+            shim.clone(),
+        ))
+        .map_err(|e| Status::internal(format!("cannot start the process driver: {e}")))?;
+        // The node's image store plugs in here once it exists.
+        let images = None;
+        match oci::oci_driver(&self.data.worker_dir(), shim, images) {
+            Ok(oci) => Ok(Drivers::new([Arc::new(process) as Arc<dyn Runtime>, oci])),
+            Err(reason) => {
+                warn!("this node does not offer the oci driver: {reason}");
+                Ok(
+                    Drivers::new([Arc::new(process) as Arc<dyn Runtime>])
+                        .unavailable("oci", reason),
+                )
+            }
+        }
     }
 
     /// What this node tells the managers about itself.

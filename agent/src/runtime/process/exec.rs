@@ -163,6 +163,7 @@ mod tests {
             credentials: None,
             cgroups: Vec::new(),
             log_rotation: LogRotation::DEFAULT,
+            container: None,
         }
     }
 

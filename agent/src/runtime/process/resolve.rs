@@ -10,15 +10,10 @@ use rswarm_proto::Task;
 
 use crate::runtime::RuntimeError;
 use crate::runtime::cgroup::{Cgroups, TaskLimits};
+use crate::runtime::limits::DEFAULT_PATH;
+use crate::runtime::task_dirs::check_task_id;
 use crate::runtime::user::resolve_user;
 use crate::shim::records::Credentials;
-
-/// PATH of a task that sets none (Docker's default).
-pub(super) const DEFAULT_PATH: &str =
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Longest task id accepted (it names a directory and a cgroup).
-const TASK_ID_BYTES_MAX: usize = 64;
 
 /// A task ready to hand to a shim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,22 +45,6 @@ impl HostFiles<'static> {
     }
 }
 
-/// Checks a task id before it becomes a path.
-pub(super) fn check_task_id(id: &str) -> Result<(), RuntimeError> {
-    let valid = !id.is_empty()
-        && id.len() <= TASK_ID_BYTES_MAX
-        && id != "."
-        && id != ".."
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if valid {
-        Ok(())
-    } else {
-        Err(RuntimeError::BadTaskId { id: id.to_string() })
-    }
-}
-
 /// Resolves `task` on this host.
 pub(super) fn resolve(
     task: &Task,
@@ -91,7 +70,7 @@ pub(super) fn resolve(
     let env = task_env(&container.env, &home)?;
     let dir = workdir(&container.dir)?;
     let program = find_program(&arg0, &dir, path_of(&env))?;
-    let limits = task_limits(task)?;
+    let limits = TaskLimits::of_task(task)?;
     cgroups.check(&limits)?;
     Ok(ResolvedTask {
         program,
@@ -193,26 +172,6 @@ pub(super) fn find_program(command: &str, dir: &Path, path: &str) -> Result<Path
 
 fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-fn task_limits(task: &Task) -> Result<TaskLimits, RuntimeError> {
-    let resources = task.spec.as_ref().and_then(|s| s.resources.as_ref());
-    let limits = resources.and_then(|r| r.limits.as_ref());
-    let result = TaskLimits {
-        nano_cpus: limits.map_or(0, |l| l.nano_cpus),
-        memory_bytes: limits.map_or(0, |l| l.memory_bytes),
-        pids: resources.map_or(0, |r| r.pids_limit),
-    };
-    for (limit, value) in [
-        ("cpus", result.nano_cpus),
-        ("memory", result.memory_bytes),
-        ("pids", result.pids),
-    ] {
-        if value < 0 {
-            return Err(RuntimeError::NegativeLimit { limit, value });
-        }
-    }
-    Ok(result)
 }
 
 #[cfg(test)]
@@ -342,15 +301,5 @@ mod tests {
         let err = resolve_here(&task).unwrap_err();
         assert!(err.rejects_task());
         assert!(err.to_string().contains("memory controller"), "{err}");
-    }
-
-    #[test]
-    fn task_ids_must_be_safe_path_names() {
-        for id in ["abc", "a.b-c_d", "x"] {
-            assert!(check_task_id(id).is_ok(), "{id}");
-        }
-        for id in ["", ".", "..", "a/b", "a b", &"x".repeat(65)] {
-            assert!(check_task_id(id).is_err(), "{id}");
-        }
     }
 }

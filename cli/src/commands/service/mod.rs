@@ -20,6 +20,7 @@
 
 pub(super) mod calls;
 mod change;
+mod container_flags;
 mod health;
 mod inspect;
 mod logs;

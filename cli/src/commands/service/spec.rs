@@ -394,6 +394,8 @@ pub struct CreateFlags {
     pub publish: Vec<PortConfig>,
     #[command(flatten)]
     pub fields: FieldFlags,
+    #[command(flatten)]
+    pub container: super::container_flags::ContainerFlags,
     /// IMAGE [COMMAND] [ARG...], or with --driver process: COMMAND [ARG...].
     #[arg(
         required = true,
@@ -454,6 +456,7 @@ pub fn create_spec(flags: &CreateFlags) -> Result<ServiceSpec> {
         });
     }
     flags.fields.apply(&mut spec)?;
+    flags.container.apply(container_mut(&mut spec));
     validate(&spec)?;
     Ok(spec)
 }
@@ -517,6 +520,8 @@ pub struct UpdateFlags {
     pub rollback: bool,
     #[command(flatten)]
     pub fields: FieldFlags,
+    #[command(flatten)]
+    pub container: super::container_flags::ContainerUpdateFlags,
 }
 
 impl UpdateFlags {
@@ -544,6 +549,7 @@ impl UpdateFlags {
             container.args.clone_from(args);
         }
         merge_env(&mut container.env, &self.env_rm, &self.env_add);
+        self.container.apply(container);
         let labels = &mut spec.annotations.get_or_insert_with(Default::default).labels;
         for key in &self.label_rm {
             labels.remove(key);
