@@ -16,6 +16,7 @@
 //! - `orchestrator`: services to tasks (replicated, global, restarts,
 //!   rolling updates and rollbacks, rebalancing, task reaper).
 //! - `bootstrap`: a new cluster's first objects.
+//! - `secrets_key`: the key secrets are sealed with, kept outside the store.
 
 pub mod authz;
 pub mod bootstrap;
@@ -29,6 +30,7 @@ pub mod membership;
 pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
+pub mod secrets_key;
 pub mod spec;
 pub mod store;
 

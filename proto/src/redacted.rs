@@ -10,7 +10,10 @@ impl fmt::Debug for SecretSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretSpec")
             .field("annotations", &self.annotations)
-            .field("data", &format_args!("<{} bytes redacted>", self.data.len()))
+            .field(
+                "data",
+                &format_args!("<{} bytes redacted>", self.data.len()),
+            )
             .finish()
     }
 }
@@ -69,7 +72,10 @@ mod tests {
         };
         for text in [format!("{message:?}"), format!("{key:?}")] {
             assert!(!text.contains(marker), "{text}");
-            assert!(!text.contains(&format!("{:?}", marker.as_bytes())), "{text}");
+            assert!(
+                !text.contains(&format!("{:?}", marker.as_bytes())),
+                "{text}"
+            );
         }
         assert!(format!("{message:?}").contains("14 bytes redacted"));
     }

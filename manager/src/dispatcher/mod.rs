@@ -316,4 +316,4 @@ pub async fn liveness_loop(ctx: Arc<ManagerContext>, cancel: CancellationToken) 
 }
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
