@@ -9,6 +9,8 @@
 //! - `controlapi`: the control API (nodes, services, tasks, cluster, join
 //!   tokens, configs, logs).
 //! - `spec`: service spec validation and defaults.
+//! - `file_refs`: a service's secret and config references and sealed
+//!   registry credentials.
 //! - `ca`: the cluster CA (join, renewal).
 //! - `dispatcher`: node sessions and liveness.
 //! - `membership`: Raft membership follows node roles.
@@ -23,6 +25,7 @@ pub mod bootstrap;
 pub mod ca;
 pub mod controlapi;
 pub mod dispatcher;
+pub mod file_refs;
 pub mod leader;
 pub mod limits;
 pub mod manager;
