@@ -70,16 +70,36 @@ pub fn bind_refs(
         return Ok(());
     };
     for r in &mut c.secrets {
-        let wanted = if r.secret_id.is_empty() { &r.secret_name } else { &r.secret_id };
-        let found = s.find_secret(wanted).map_err(|_| not_found("secret", wanted))?;
-        r.secret_id = found.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+        let wanted = if r.secret_id.is_empty() {
+            &r.secret_name
+        } else {
+            &r.secret_id
+        };
+        let found = s
+            .find_secret(wanted)
+            .map_err(|_| not_found("secret", wanted))?;
+        r.secret_id = found
+            .meta
+            .as_ref()
+            .map(|m| m.id.clone())
+            .unwrap_or_default();
         r.secret_name = annotated_name(found.spec.as_ref().and_then(|s| s.annotations.as_ref()));
         fill_target(r.file.get_or_insert_with(Default::default), &r.secret_name);
     }
     for r in &mut c.configs {
-        let wanted = if r.config_id.is_empty() { &r.config_name } else { &r.config_id };
-        let found = s.find_config(wanted).map_err(|_| not_found("config", wanted))?;
-        r.config_id = found.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+        let wanted = if r.config_id.is_empty() {
+            &r.config_name
+        } else {
+            &r.config_id
+        };
+        let found = s
+            .find_config(wanted)
+            .map_err(|_| not_found("config", wanted))?;
+        r.config_id = found
+            .meta
+            .as_ref()
+            .map(|m| m.id.clone())
+            .unwrap_or_default();
         r.config_name = annotated_name(found.spec.as_ref().and_then(|s| s.annotations.as_ref()));
         fill_target(r.file.get_or_insert_with(Default::default), &r.config_name);
     }

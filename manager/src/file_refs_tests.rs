@@ -96,7 +96,12 @@ fn references_resolve_to_ids_with_default_targets() {
     assert_eq!(c.secrets[0].secret_id, "sid1");
     let file = c.secrets[0].file.clone().unwrap();
     assert_eq!(
-        (file.name.as_str(), file.uid.as_str(), file.gid.as_str(), file.mode),
+        (
+            file.name.as_str(),
+            file.uid.as_str(),
+            file.gid.as_str(),
+            file.mode
+        ),
         ("db-pass", "0", "0", 0o444)
     );
     assert_eq!(c.configs[0].config_id, "cid1");
@@ -111,11 +116,23 @@ fn unknown_names_and_shared_targets_are_refused() {
     let s = store_with(("sid1", "db-pass"), ("cid1", "app.conf"));
     let mut spec = spec_with(vec![by_name("nope")], vec![]);
     let e = bind_refs(&s, &mut spec, vec![]).unwrap_err();
-    assert!(e.message().contains("secret not found: nope"), "{}", e.message());
-    assert!(e.message().contains("rswarm secret create nope"), "{}", e.message());
+    assert!(
+        e.message().contains("secret not found: nope"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        e.message().contains("rswarm secret create nope"),
+        "{}",
+        e.message()
+    );
     let mut spec = spec_with(vec![by_name("db-pass"), by_name("sid1")], vec![]);
     let e = bind_refs(&s, &mut spec, vec![]).unwrap_err();
-    assert!(e.message().contains("target \"db-pass\""), "{}", e.message());
+    assert!(
+        e.message().contains("target \"db-pass\""),
+        "{}",
+        e.message()
+    );
 }
 
 /// Goal: the process driver refuses secrets and configs, naming the oci
@@ -138,7 +155,12 @@ fn spec_checks_refuse_what_cannot_be_mounted() {
         secrets: vec![bad],
         ..Default::default()
     };
-    assert!(check_refs(&c, "oci").unwrap_err().to_string().contains(".."));
+    assert!(
+        check_refs(&c, "oci")
+            .unwrap_err()
+            .to_string()
+            .contains("..")
+    );
 }
 
 /// Goal: sealed credentials open only for the service they were sealed
