@@ -390,6 +390,8 @@ pub struct CreateFlags {
     pub publish: Vec<PortConfig>,
     #[command(flatten)]
     pub fields: FieldFlags,
+    #[command(flatten)]
+    pub files: super::files_flags::CreateFileFlags,
     /// IMAGE [COMMAND] [ARG...], or with --driver process: COMMAND [ARG...].
     #[arg(
         required = true,
@@ -450,6 +452,7 @@ pub fn create_spec(flags: &CreateFlags) -> Result<ServiceSpec> {
         });
     }
     flags.fields.apply(&mut spec)?;
+    flags.files.apply(&mut spec);
     validate(&spec)?;
     Ok(spec)
 }
@@ -513,6 +516,8 @@ pub struct UpdateFlags {
     pub rollback: bool,
     #[command(flatten)]
     pub fields: FieldFlags,
+    #[command(flatten)]
+    pub files: super::files_flags::UpdateFileFlags,
 }
 
 impl UpdateFlags {
@@ -553,6 +558,7 @@ impl UpdateFlags {
             &self.placement_pref_add,
         );
         edit_ports(spec, &self.publish_rm, &self.publish_add);
+        self.files.apply(spec);
         if self.force {
             let task = spec.task.get_or_insert_with(Default::default);
             task.force_update = task.force_update.wrapping_add(1);
@@ -584,6 +590,7 @@ impl UpdateFlags {
         Ok(UpdateServiceRequest {
             service_id: meta.id,
             version: meta.version,
+            registry_auth: self.files.auth.registry_auth(&spec)?,
             spec: Some(spec),
             rebalance: self.rebalance,
             ..UpdateServiceRequest::default()
