@@ -347,7 +347,7 @@ async fn ls(
 
 async fn get(d: &Daemon, kind: FileKind, reference: &str) -> Result<FileObject> {
     let reference = reference.to_string();
-    Ok(match kind {
+    match kind {
         FileKind::Secret => d
             .control()
             .get_secret(GetSecretRequest { reference })
@@ -365,7 +365,7 @@ async fn get(d: &Daemon, kind: FileKind, reference: &str) -> Result<FileObject> 
             .config
             .map(FileObject::from_config),
     }
-    .context("the manager answered without the object")?)
+    .context("the manager answered without the object")
 }
 
 async fn inspect(
