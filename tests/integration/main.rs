@@ -7,4 +7,5 @@ mod chaos;
 mod foundation;
 mod hosts;
 mod linearizability;
+mod secrets;
 mod services;
