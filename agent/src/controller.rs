@@ -19,6 +19,9 @@
 //! started at most once per controller; after a daemon restart
 //! (`TaskController::resume`) a running task is re-attached, never started
 //! again; a task whose desired state is READY is prepared and held there.
+//! A task is prepared and started with the secrets and configs the worker
+//! hands it (`Desired::inputs`); while one has not arrived the controller
+//! waits, at most `TASK_INPUTS_WAIT_MAX`, then rejects the task naming it.
 //! Owns no persistence: the worker stores assignments and statuses and
 //! decides when to spawn, update, remove or shut controllers down.
 
@@ -32,9 +35,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::limits::TASK_INPUTS_WAIT_MAX;
 use crate::runtime::limits::{CONTROLLER_RETRIES_MAX, CONTROLLER_RETRY_DELAY};
 use crate::runtime::{Attached, ExitStatus, Runtime, RuntimeError, StopRequest, TaskInputs};
+use crate::worker::inputs::MissingInputs;
 use health::{HealthMonitor, ProbeResult};
+
+/// A task's secrets, configs and credentials, or what it still waits for.
+pub type InputsState = Result<TaskInputs, MissingInputs>;
 
 /// What the worker wants of a task: its latest version (desired state,
 /// spec) and whether to remove it from the node.
@@ -42,6 +50,7 @@ use health::{HealthMonitor, ProbeResult};
 struct Desired {
     task: Task,
     remove: bool,
+    inputs: InputsState,
 }
 
 /// The next thing a controller does.
@@ -117,6 +126,11 @@ impl ControllerHandle {
         self.desired.send_modify(|desired| desired.task = task);
     }
 
+    /// The task's inputs changed (a secret it waited for arrived).
+    pub fn set_inputs(&self, inputs: InputsState) {
+        self.desired.send_modify(|desired| desired.inputs = inputs);
+    }
+
     /// Whether the controller has ended (after `remove`, or when the
     /// status channel closed).
     pub fn is_finished(&self) -> bool {
@@ -165,8 +179,18 @@ impl TaskController {
         runtime: Arc<dyn Runtime>,
         updates: mpsc::Sender<TaskStatusUpdate>,
     ) -> ControllerHandle {
+        Self::spawn_with_inputs(task, Ok(TaskInputs::default()), runtime, updates)
+    }
+
+    /// [`Self::spawn`] for a task with secrets, configs or credentials.
+    pub fn spawn_with_inputs(
+        task: Task,
+        inputs: InputsState,
+        runtime: Arc<dyn Runtime>,
+        updates: mpsc::Sender<TaskStatusUpdate>,
+    ) -> ControllerHandle {
         let status = task.status.clone().unwrap_or_default();
-        launch(task, status, runtime, updates, false)
+        launch(task, inputs, status, runtime, updates, false)
     }
 
     /// Resumes a task this node drove before a daemon restart, from the
@@ -178,7 +202,24 @@ impl TaskController {
         runtime: Arc<dyn Runtime>,
         updates: mpsc::Sender<TaskStatusUpdate>,
     ) -> ControllerHandle {
-        launch(task, last_status, runtime, updates, true)
+        Self::resume_with_inputs(
+            task,
+            Ok(TaskInputs::default()),
+            last_status,
+            runtime,
+            updates,
+        )
+    }
+
+    /// [`Self::resume`] for a task with secrets, configs or credentials.
+    pub fn resume_with_inputs(
+        task: Task,
+        inputs: InputsState,
+        last_status: TaskStatus,
+        runtime: Arc<dyn Runtime>,
+        updates: mpsc::Sender<TaskStatusUpdate>,
+    ) -> ControllerHandle {
+        launch(task, inputs, last_status, runtime, updates, true)
     }
 }
 
@@ -199,6 +240,7 @@ pub fn rejection(task_id: &str, error: &RuntimeError) -> TaskStatusUpdate {
 
 fn launch(
     task: Task,
+    inputs: InputsState,
     status: TaskStatus,
     runtime: Arc<dyn Runtime>,
     updates: mpsc::Sender<TaskStatusUpdate>,
@@ -208,6 +250,7 @@ fn launch(
     let (desired_tx, desired_rx) = watch::channel(Desired {
         task,
         remove: false,
+        inputs,
     });
     let cancel = CancellationToken::new();
     let controller = Controller {
@@ -322,11 +365,10 @@ impl Controller {
         if self.observed() < TaskState::Preparing {
             self.report(TaskState::Preparing, "preparing", None).await?;
         }
-        match self
-            .runtime
-            .prepare(&self.task(), &TaskInputs::default())
-            .await
-        {
+        let Some(inputs) = self.inputs().await? else {
+            return Ok(());
+        };
+        match self.runtime.prepare(&self.task(), &inputs).await {
             Ok(()) => self.report(TaskState::Ready, "prepared", None).await,
             Err(e) => self.fail(e).await,
         }
@@ -336,13 +378,41 @@ impl Controller {
         if self.observed() < TaskState::Starting {
             self.report(TaskState::Starting, "starting", None).await?;
         }
-        match self
-            .runtime
-            .start(&self.task(), &TaskInputs::default())
-            .await
-        {
+        let Some(inputs) = self.inputs().await? else {
+            return Ok(());
+        };
+        match self.runtime.start(&self.task(), &inputs).await {
             Ok(started) => self.report_running(started.pid).await,
             Err(e) => self.fail(e).await,
+        }
+    }
+
+    /// The task's inputs, once all have arrived. `None`: back to the loop,
+    /// as the task is no longer wanted or was rejected after waiting
+    /// `TASK_INPUTS_WAIT_MAX` for a missing secret or config.
+    async fn inputs(&mut self) -> Result<Option<TaskInputs>, End> {
+        let deadline = tokio::time::Instant::now() + TASK_INPUTS_WAIT_MAX;
+        loop {
+            let (inputs, unwanted) = {
+                let desired = self.desired.borrow();
+                let unwanted =
+                    desired.remove || desired_state(&desired.task) >= TaskState::Shutdown;
+                (desired.inputs.clone(), unwanted)
+            };
+            let missing = match inputs {
+                Ok(inputs) => return Ok(Some(inputs)),
+                Err(_) if unwanted => return Ok(None),
+                Err(missing) => missing,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                self.report_error(TaskState::Rejected, missing.to_string())
+                    .await?;
+                return Ok(None);
+            }
+            tracing::debug!("waiting for {missing}");
+            if let Ok(Err(_)) = tokio::time::timeout_at(deadline, self.desired.changed()).await {
+                return Err(End);
+            }
         }
     }
 

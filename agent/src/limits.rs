@@ -92,3 +92,9 @@ pub const SIM_JOIN_ATTEMPTS: u32 = 5;
 pub const SIM_ASSIGNMENTS_QUEUE_MAX: usize = 16;
 
 const _: () = assert!(SIM_ADVERTISE_PORT_BASE + SIM_NODES_MAX <= u16::MAX as usize);
+
+/// How long a task waits for a secret or config the managers have not
+/// delivered before it is REJECTED naming it. They come with (or before)
+/// the task, so a wait means a manager is still fetching the secrets key
+/// after an election: seconds, far less than this.
+pub const TASK_INPUTS_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);

@@ -150,6 +150,9 @@ impl Manager {
     /// writes the cluster's first objects.
     pub async fn bootstrap(&self, cluster: &NewCluster) -> Result<(), tonic::Status> {
         let ctx = self.context();
+        ctx.secrets_key
+            .create()
+            .map_err(|e| tonic::Status::internal(format!("cannot make the secrets key: {e}")))?;
         ctx.raft
             .bootstrap(ctx.advertise_addr.clone())
             .await

@@ -10,6 +10,8 @@
 //!   tokens, configs, logs).
 //! - `spec`: service spec validation and defaults; `container_spec` checks
 //!   the container fields (mounts, caps, ulimits, sysctls, network mode).
+//! - `file_refs`: a service's secret and config references and sealed
+//!   registry credentials.
 //! - `ca`: the cluster CA (join, renewal).
 //! - `dispatcher`: node sessions and liveness.
 //! - `membership`: Raft membership follows node roles.
@@ -17,6 +19,7 @@
 //! - `orchestrator`: services to tasks (replicated, global, restarts,
 //!   rolling updates and rollbacks, rebalancing, task reaper).
 //! - `bootstrap`: a new cluster's first objects.
+//! - `secrets_key`: the key secrets are sealed with, kept outside the store.
 
 pub mod authz;
 pub mod bootstrap;
@@ -24,6 +27,7 @@ pub mod ca;
 pub mod container_spec;
 pub mod controlapi;
 pub mod dispatcher;
+pub mod file_refs;
 pub mod leader;
 pub mod limits;
 pub mod manager;
@@ -31,6 +35,7 @@ pub mod membership;
 pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
+pub mod secrets_key;
 pub mod spec;
 pub mod store;
 

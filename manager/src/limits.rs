@@ -199,3 +199,10 @@ const _: () = assert!(
 );
 const _: () = assert!(STATUS_PROPOSAL_BYTES_MAX < crate::store::limits::PROPOSAL_SIZE_MAX);
 const _: () = assert!(STATUS_FLUSH_DELAY.as_millis() < REQUEST_TIMEOUT.as_millis());
+
+/// Largest secret or config payload (Docker's limit): these are small files
+/// (keys, certificates, settings), and every manager holds all of them in
+/// memory and every node that needs one receives it whole.
+pub const OBJECT_DATA_BYTES_MAX: usize = 500 * 1024;
+
+const _: () = assert!(OBJECT_DATA_BYTES_MAX * 2 < crate::store::limits::OBJECT_SIZE_MAX);

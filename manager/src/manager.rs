@@ -14,6 +14,7 @@ use rswarm_pki::CredentialsHandle;
 use rswarm_proto::{
     ActionKind, Object, Proposal, StoreAction, ca_server::CaServer, control_server::ControlServer,
     dispatcher_server::DispatcherServer, raft_server::RaftServer,
+    secrets_key_server::SecretsKeyServer,
 };
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,7 @@ use crate::leader::status_from_raft;
 use crate::limits::{API_MESSAGE_SIZE_MAX, CONFLICT_RETRIES_MAX, RAFT_MESSAGE_SIZE_MAX};
 use crate::raft::network::{ChannelCache, RaftService};
 use crate::raft::node::{RaftNode, RaftNodeError};
+use crate::secrets_key::{KeyHolder, KeyService, SealError};
 use crate::store::{Store, StoreError, StoreState};
 
 /// What a manager needs to start.
@@ -57,6 +59,9 @@ pub enum ManagerError {
     /// The TLS setup failed.
     #[error(transparent)]
     Pki(#[from] rswarm_pki::PkiError),
+    /// The secrets key file cannot be read.
+    #[error(transparent)]
+    SecretsKey(#[from] SealError),
 }
 
 /// Everything the manager's services and loops share.
@@ -81,6 +86,8 @@ pub struct ManagerContext {
     pub cluster_id: String,
     /// host:port this manager is reached on.
     pub advertise_addr: String,
+    /// The key secrets are sealed with (see `secrets_key`).
+    pub secrets_key: KeyHolder,
 }
 
 /// Milliseconds since the Unix epoch, for proposal timestamps.
@@ -188,6 +195,7 @@ impl Manager {
         creds: CredentialsHandle,
         orchestrate: bool,
     ) -> Result<Manager, ManagerError> {
+        let secrets_key = KeyHolder::open(&config.raft_dir)?;
         let store = Store::default();
         let channels = ChannelCache::new(rswarm_pki::client_config(&creds)?);
         let raft = RaftNode::open(
@@ -208,6 +216,7 @@ impl Manager {
             node_id: config.node_id,
             cluster_id: config.cluster_id,
             advertise_addr: config.advertise_addr,
+            secrets_key,
         });
         let manager = Manager {
             ctx,
@@ -234,6 +243,9 @@ impl Manager {
         let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
         self.tasks
             .spawn(crate::dispatcher::status::commit_loop(ctx, cancel));
+        let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
+        self.tasks
+            .spawn(crate::secrets_key::fetch_loop(ctx, cancel));
         if orchestrate {
             let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
             self.tasks.spawn(crate::orchestrator::run(ctx, cancel));
@@ -259,6 +271,7 @@ impl Manager {
             CaServer::new(CaService::new(self.ctx.clone()))
                 .max_decoding_message_size(API_MESSAGE_SIZE_MAX),
         );
+        routes = routes.add_service(SecretsKeyServer::new(KeyService::new(self.ctx.clone())));
         routes.add_service(
             DispatcherServer::new(DispatcherService::new(self.ctx.clone()))
                 .max_decoding_message_size(API_MESSAGE_SIZE_MAX),

@@ -61,7 +61,7 @@ pub const LIST_LEN_MAX: usize = 1024;
 pub struct SpecError(String);
 
 impl SpecError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Self(message.into())
     }
 }
@@ -218,6 +218,7 @@ fn check_container(c: &mut ContainerSpec, driver: &str) -> Result<(), SpecError>
     check_labels(&c.labels, "container label")?;
     health::check_healthcheck(c.healthcheck.as_ref())?;
     crate::container_spec::check(c).map_err(SpecError::new)?;
+    crate::file_refs::check_refs(c, driver)?;
     if !c.stop_signal.is_empty() && signal_number(&c.stop_signal).is_none() {
         return Err(SpecError::new(format!(
             "invalid stop signal {:?}: use a name such as SIGTERM or SIGINT, or a number",

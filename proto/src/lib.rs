@@ -13,6 +13,8 @@ pub mod v1 {
 
 pub use v1::*;
 
+mod redacted;
+
 impl std::fmt::Display for v1::Proposal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "proposal of {} action(s)", self.actions.len())

@@ -8,4 +8,5 @@ mod foundation;
 mod health;
 mod hosts;
 mod linearizability;
+mod secrets;
 mod services;

@@ -600,3 +600,66 @@ fn only_a_later_state_or_a_new_health_moves_forward() {
         "health only while running"
     );
 }
+
+// ---- secrets and configs ------------------------------------------------
+
+fn missing_secret() -> InputsState {
+    Err(MissingInputs {
+        missing: vec!["secret db-pass".into()],
+    })
+}
+
+fn start_waiting(
+    runtime: &Arc<ScriptedRuntime>,
+    task: Task,
+) -> (ControllerHandle, mpsc::Receiver<TaskStatusUpdate>) {
+    let (tx, rx) = mpsc::channel(16);
+    let runtime: Arc<dyn Runtime> = runtime.clone();
+    let handle = TaskController::spawn_with_inputs(task, missing_secret(), runtime, tx);
+    (handle, rx)
+}
+
+/// Goal: a task whose secret has not arrived is held in PREPARING without
+/// touching the runtime, and runs as soon as the secret arrives.
+#[tokio::test]
+async fn a_task_waits_for_its_secret_then_runs() {
+    let runtime = Arc::new(ScriptedRuntime::new());
+    let (handle, mut rx) = start_waiting(&runtime, task(TaskState::Running));
+    statuses_until(&mut rx, TaskState::Preparing).await;
+    assert_quiet(&mut rx).await;
+    assert!(runtime.calls().is_empty(), "{:?}", runtime.calls());
+    handle.set_inputs(Ok(TaskInputs::default()));
+    statuses_until(&mut rx, TaskState::Running).await;
+    assert_eq!(runtime.calls(), ["prepare", "start"]);
+}
+
+/// Goal: a secret that never arrives rejects the task after the bounded
+/// wait, with a message naming the secret.
+#[tokio::test(start_paused = true)]
+async fn a_secret_that_never_arrives_rejects_the_task_naming_it() {
+    let runtime = Arc::new(ScriptedRuntime::new());
+    let (_handle, mut rx) = start_waiting(&runtime, task(TaskState::Running));
+    statuses_until(&mut rx, TaskState::Preparing).await;
+    let before = tokio::time::Instant::now();
+    let rejected = tokio::time::timeout(TASK_INPUTS_WAIT_MAX * 2, rx.recv())
+        .await
+        .expect("rejected within twice the wait")
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(rejected.state, TaskState::Rejected as i32);
+    assert!(before.elapsed() >= TASK_INPUTS_WAIT_MAX);
+    assert!(rejected.err.contains("secret db-pass"), "{}", rejected.err);
+    assert!(runtime.calls().is_empty(), "{:?}", runtime.calls());
+}
+
+/// Goal: a waiting task that is no longer wanted shuts down unstarted.
+#[tokio::test]
+async fn a_waiting_task_can_be_shut_down() {
+    let runtime = Arc::new(ScriptedRuntime::new());
+    let (handle, mut rx) = start_waiting(&runtime, task(TaskState::Running));
+    statuses_until(&mut rx, TaskState::Preparing).await;
+    handle.update(task(TaskState::Shutdown));
+    statuses_until(&mut rx, TaskState::Shutdown).await;
+    assert!(runtime.calls().is_empty());
+}

@@ -2,8 +2,9 @@
 //!
 //! It owns one [`TaskController`] per assigned task, the record of its
 //! assignments on disk ([`book`]), the `Assignments` stream and the status
-//! reporter ([`crate::assignments`]), and the agent's gRPC API that managers
-//! read task logs through ([`logs`]).
+//! reporter ([`crate::assignments`]), the secrets, configs and registry
+//! credentials delivered with the tasks, in memory only ([`inputs`]), and
+//! the agent's gRPC API that managers read task logs through ([`logs`]).
 //!
 //! Invariants:
 //! - A task runs here only while it is in the node's assignment set; a
@@ -15,6 +16,7 @@
 //!   only [`Worker::remove_all`] (leaving the cluster) stops them.
 
 pub mod book;
+pub mod inputs;
 pub mod logs;
 
 use std::collections::HashMap;
@@ -34,6 +36,7 @@ use crate::limits::{ASSIGNMENTS_QUEUE_MAX, STATUS_UPDATES_QUEUE_MAX};
 use crate::runtime::Drivers;
 use crate::session::AgentStatus;
 use book::{TaskBook, TaskRecord};
+use inputs::DeliveredInputs;
 
 /// What the worker needs to start.
 pub struct WorkerConfig {
@@ -166,6 +169,10 @@ struct WorkerLoop {
     updates_rx: Option<mpsc::Receiver<TaskStatusUpdate>>,
     /// Removals in flight (a stop can take the grace period).
     removals: TaskTracker,
+    /// Secrets, configs and credentials the managers delivered.
+    delivered: DeliveredInputs,
+    /// Tasks whose controller waits for a secret or config.
+    waiting: std::collections::HashSet<String>,
 }
 
 impl WorkerLoop {
@@ -179,6 +186,8 @@ impl WorkerLoop {
             updates_tx,
             updates_rx: Some(updates_rx),
             removals,
+            delivered: DeliveredInputs::default(),
+            waiting: std::collections::HashSet::new(),
         }
     }
 
@@ -228,7 +237,7 @@ impl WorkerLoop {
     /// Starts a controller, or reports the task REJECTED when this node
     /// cannot run it.
     fn controller_for(
-        &self,
+        &mut self,
         task: &Task,
         last: Option<rswarm_proto::TaskStatus>,
     ) -> Option<ControllerHandle> {
@@ -245,13 +254,22 @@ impl WorkerLoop {
             }
         };
         let updates = self.updates_tx.clone();
+        let inputs = self.delivered.for_task(task);
+        if inputs.is_err()
+            && let Some(meta) = task.meta.as_ref()
+        {
+            self.waiting.insert(meta.id.clone());
+        }
         Some(match last {
-            Some(status) => TaskController::resume(task.clone(), status, runtime, updates),
-            None => TaskController::spawn(task.clone(), runtime, updates),
+            Some(status) => {
+                TaskController::resume_with_inputs(task.clone(), inputs, status, runtime, updates)
+            }
+            None => TaskController::spawn_with_inputs(task.clone(), inputs, runtime, updates),
         })
     }
 
-    fn apply(&mut self, message: AssignmentsMessage) {
+    fn apply(&mut self, mut message: AssignmentsMessage) {
+        self.delivered.apply(&mut message);
         let complete = message.r#type == AssignmentsType::Complete as i32;
         if complete {
             let listed: std::collections::HashSet<&str> = message
@@ -275,6 +293,23 @@ impl WorkerLoop {
         for task in message.tasks {
             self.assign(task);
         }
+        self.hand_over_arrived_inputs();
+    }
+
+    /// Gives the controllers waiting for secrets or configs what arrived.
+    fn hand_over_arrived_inputs(&mut self) {
+        let waiting: Vec<String> = self.waiting.iter().cloned().collect();
+        for id in waiting {
+            let (Some(handle), Some(record)) = (self.controllers.get(&id), self.records.get(&id))
+            else {
+                self.waiting.remove(&id);
+                continue;
+            };
+            if let Ok(inputs) = self.delivered.for_task(&record.task) {
+                handle.set_inputs(Ok(inputs));
+                self.waiting.remove(&id);
+            }
+        }
     }
 
     /// A task assigned here, new or changed.
@@ -284,6 +319,11 @@ impl WorkerLoop {
         };
         self.shared.set_assigned(&id, Some(task.clone()));
         if let Some(handle) = self.controllers.get(&id) {
+            let inputs = self.delivered.for_task(&task);
+            if inputs.is_err() {
+                self.waiting.insert(id.clone());
+            }
+            handle.set_inputs(inputs);
             handle.update(task.clone());
             if let Some(record) = self.records.get_mut(&id) {
                 record.task = task;
@@ -312,6 +352,8 @@ impl WorkerLoop {
     /// A task no longer assigned here: stop it and remove what it left.
     fn forget(&mut self, task_id: &str) {
         self.shared.set_assigned(task_id, None);
+        self.delivered.forget_task(task_id);
+        self.waiting.remove(task_id);
         let record = self.records.remove(task_id);
         if let Err(e) = self.shared.book.remove(task_id) {
             warn!(task = %task_id, "cannot forget task: {e}");

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cluster;
+mod files;
 mod node;
 mod service;
 mod sim;
@@ -48,6 +49,12 @@ enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Manage secrets (files mounted into containers, encrypted at rest).
+    #[command(subcommand)]
+    Secret(files::FileCommand),
+    /// Manage configs (files mounted into containers).
+    #[command(subcommand)]
+    Config(files::FileCommand),
     /// Measure the cluster (writes per second, leader failover).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -104,6 +111,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Info => cluster::info(&connect()?).await,
         Command::Version => cluster::version(&host).await,
         Command::Node(cmd) => node::run(&connect()?, cmd).await,
+        Command::Secret(cmd) => files::run(&connect()?, files::FileKind::Secret, cmd).await,
+        Command::Config(cmd) => files::run(&connect()?, files::FileKind::Config, cmd).await,
         Command::Bench(cmd) => bench::run(&connect()?, cmd).await,
         // `main` runs shims before parsing; this arm serves odd spellings
         // such as `rswarm -H x shim DIR`.

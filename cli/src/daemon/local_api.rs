@@ -422,4 +422,9 @@ delegate_control! {
     list_configs(ListConfigsRequest) -> ListConfigsResponse;
     remove_config(RemoveConfigRequest) -> RemoveConfigResponse;
     list_tasks(ListTasksRequest) -> ListTasksResponse;
+    create_secret(CreateSecretRequest) -> CreateSecretResponse;
+    get_secret(GetSecretRequest) -> GetSecretResponse;
+    update_secret(UpdateSecretRequest) -> UpdateSecretResponse;
+    list_secrets(ListSecretsRequest) -> ListSecretsResponse;
+    remove_secret(RemoveSecretRequest) -> RemoveSecretResponse;
 }

@@ -1,6 +1,6 @@
 //! The control API: what `rswarm node …`, `service …`, `join-token` and
-//! `config …` call. Service calls live in `service.rs`, log gathering in
-//! `logs.rs`.
+//! `config …`, `secret …` call. Service calls live in `service.rs`, secrets
+//! in `secrets.rs`, log gathering in `logs.rs`.
 //!
 //! Every call runs on the leader (followers forward it), reads through
 //! ReadIndex so it never goes back in time, writes through Raft with the
@@ -27,6 +27,7 @@ use crate::raft::node::PeerHealth;
 use crate::store::StoreState;
 
 mod logs;
+pub mod secrets;
 mod service;
 
 pub use logs::task_name;
@@ -357,18 +358,7 @@ fn validate_config_spec(spec: &ConfigSpec) -> Result<(), Status> {
         .as_ref()
         .map(|a| a.name.as_str())
         .unwrap_or("");
-    if name.is_empty() || name.len() > 64 {
-        return Err(Status::invalid_argument(
-            "a config needs a name of 1 to 64 characters",
-        ));
-    }
-    if spec.data.len() > 500 * 1024 {
-        return Err(Status::invalid_argument(format!(
-            "config data is {} bytes; the limit is 500 KiB (Docker's)",
-            spec.data.len()
-        )));
-    }
-    Ok(())
+    secrets::check_file_object(secrets::FileKind::Config, name, spec.data.len())
 }
 
 /// A new object ID: 25 characters of base 36, like Docker's.
@@ -423,6 +413,16 @@ async fn update_config(
         .spec
         .ok_or_else(|| Status::invalid_argument("update needs a config spec"))?;
     validate_config_spec(&spec)?;
+    // Nodes keep a delivered config by ID: one services use keeps its data.
+    ctx.read(|s| match s.config(&req.config_id) {
+        Some(c) if c.spec.as_ref().map(|cs| &cs.data) != Some(&spec.data) => {
+            let name = c.spec.as_ref().and_then(|cs| cs.annotations.as_ref());
+            let name = name.map_or("", |a| a.name.as_str());
+            secrets::refuse_in_use(s, secrets::FileKind::Config, &req.config_id, name)
+        }
+        _ => Ok(()),
+    })
+    .await??;
     let config = Config {
         meta: Some(Meta {
             id: req.config_id.clone(),
@@ -450,9 +450,13 @@ async fn remove_config(
     req: RemoveConfigRequest,
 ) -> Result<RemoveConfigResponse, Status> {
     let config = ctx
-        .read(|s| s.find_config(&req.reference).cloned())
-        .await?
-        .map_err(status_from_store)?;
+        .read(|s| {
+            let config = s.find_config(&req.reference).map_err(status_from_store)?;
+            let id = config.meta.as_ref().map_or("", |m| m.id.as_str());
+            secrets::refuse_in_use(s, secrets::FileKind::Config, id, &req.reference)?;
+            Ok::<_, Status>(config.clone())
+        })
+        .await??;
     ctx.propose(vec![action(ActionKind::Delete, Kind::Config(config))])
         .await?;
     Ok(RemoveConfigResponse {})
@@ -679,6 +683,71 @@ impl rswarm_proto::control_server::Control for ControlService {
             req,
             |mut c, r| async move { c.remove_service(r).await },
             service::remove_service,
+        )
+        .await
+    }
+
+    async fn create_secret(
+        &self,
+        req: Request<CreateSecretRequest>,
+    ) -> Result<Response<CreateSecretResponse>, Status> {
+        self.handle(
+            "create_secret",
+            req,
+            |mut c, r| async move { c.create_secret(r).await },
+            secrets::create_secret,
+        )
+        .await
+    }
+
+    async fn get_secret(
+        &self,
+        req: Request<GetSecretRequest>,
+    ) -> Result<Response<GetSecretResponse>, Status> {
+        self.handle(
+            "get_secret",
+            req,
+            |mut c, r| async move { c.get_secret(r).await },
+            secrets::get_secret,
+        )
+        .await
+    }
+
+    async fn update_secret(
+        &self,
+        req: Request<UpdateSecretRequest>,
+    ) -> Result<Response<UpdateSecretResponse>, Status> {
+        self.handle(
+            "update_secret",
+            req,
+            |mut c, r| async move { c.update_secret(r).await },
+            secrets::update_secret,
+        )
+        .await
+    }
+
+    async fn list_secrets(
+        &self,
+        req: Request<ListSecretsRequest>,
+    ) -> Result<Response<ListSecretsResponse>, Status> {
+        self.handle(
+            "list_secrets",
+            req,
+            |mut c, r| async move { c.list_secrets(r).await },
+            secrets::list_secrets,
+        )
+        .await
+    }
+
+    async fn remove_secret(
+        &self,
+        req: Request<RemoveSecretRequest>,
+    ) -> Result<Response<RemoveSecretResponse>, Status> {
+        self.handle(
+            "remove_secret",
+            req,
+            |mut c, r| async move { c.remove_secret(r).await },
+            secrets::remove_secret,
         )
         .await
     }

@@ -50,7 +50,8 @@ pub(super) async fn create_service(
         .spec
         .ok_or_else(|| Status::invalid_argument("create needs a service spec"))?;
     let id = new_object_id();
-    let spec = spec::normalize(spec, &format!("svc-{}", &id[..12]))?;
+    let mut spec = spec::normalize(spec, &format!("svc-{}", &id[..12]))?;
+    crate::file_refs::bind_create(&ctx, &mut spec, &id, req.registry_auth.as_ref()).await?;
     let name = spec
         .annotations
         .as_ref()
@@ -163,6 +164,7 @@ pub(super) async fn update_service(
         .store
         .read(|s| s.service(&req.service_id).cloned())
         .ok_or_else(|| Status::not_found(format!("no such service: {}", req.service_id)))?;
+    let req = crate::file_refs::bind_update(&ctx, req, &current).await?;
     let service = updated_service(&current, &req)?;
     if service == current_with_version(&current, req.version) {
         return Ok(UpdateServiceResponse {

@@ -17,6 +17,9 @@
 //! `removed_task_ids` when it is deleted or stops being the node's (moved to
 //! another node, or reset below ASSIGNED).
 //!
+//! Every message also carries the secrets, configs and registry
+//! credentials its node's tasks need (`inputs.rs`).
+//!
 //! Invariants:
 //! - No change is ever dropped silently. A node whose queue is full has its
 //!   stream ended (it reconnects and gets a fresh COMPLETE); a watch that
@@ -42,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::inputs::NodeInputs;
 use crate::leader::redirect;
 use crate::limits::{
     ASSIGNMENT_STREAMS_MAX, ASSIGNMENTS_BATCH_BYTES_MAX, ASSIGNMENTS_BATCH_CHANGES_MAX,
@@ -476,6 +480,7 @@ pub async fn open(ctx: Arc<ManagerContext>, node_id: String) -> Result<Assignmen
         after_version: version,
         complete: Some(complete),
         batch: PendingBatch::default(),
+        inputs: NodeInputs::default(),
         ended: false,
     };
     let stream = futures::stream::unfold(stream, |mut s| async move {
@@ -495,6 +500,8 @@ struct NodeStream {
     after_version: u64,
     complete: Option<AssignmentsMessage>,
     batch: PendingBatch,
+    /// What the node was sent besides tasks.
+    inputs: NodeInputs,
     ended: bool,
 }
 
@@ -516,7 +523,7 @@ impl NodeStream {
     /// The next message, or the status that ends the stream, or `None`.
     async fn next_message(&mut self) -> Option<Result<AssignmentsMessage, Status>> {
         if let Some(complete) = self.complete.take() {
-            return Some(Ok(complete));
+            return Some(Ok(self.with_inputs(complete)));
         }
         if self.ended {
             return None;
@@ -526,7 +533,8 @@ impl NodeStream {
             let now = Instant::now();
             let due = self.batch.deadline().filter(|d| *d <= now).is_some();
             if self.batch.is_full() || due {
-                return Some(Ok(self.batch.take()));
+                let batch = self.batch.take();
+                return Some(Ok(self.with_inputs(batch)));
             }
             let deadline = self.batch.deadline();
             let room = ASSIGNMENTS_BATCH_CHANGES_MAX - self.batch.len();
@@ -546,6 +554,17 @@ impl NodeStream {
                 _ = sleep_until_some(deadline) => {}
             }
         }
+    }
+
+    /// `message` with the secrets, configs and credentials the node needs.
+    fn with_inputs(&mut self, mut message: AssignmentsMessage) -> AssignmentsMessage {
+        let node_id = &self.registration.node_id;
+        let key = self.ctx.secrets_key.get();
+        let inputs = &mut self.inputs;
+        self.ctx
+            .store
+            .read(|s| inputs.attach(s, key, node_id, &mut message));
+        message
     }
 
     /// Why the queue was closed, as the status the node reconnects on.

@@ -7,6 +7,8 @@
 //!
 //! - `assignments`: the `Assignments` stream, one store watcher fanned out
 //!   to one bounded queue per connected node.
+//! - `inputs`: the secrets, configs and registry credentials sent with a
+//!   node's tasks, and their removal.
 //! - `status`: `UpdateTaskStatus`, every node's reports batched into few
 //!   Raft writes; a call returns once its updates are committed.
 //!
@@ -14,6 +16,7 @@
 //! marks any of them Down, since it has not seen their heartbeats yet.
 
 pub mod assignments;
+pub mod inputs;
 pub mod status;
 
 use std::collections::HashMap;
@@ -316,4 +319,4 @@ pub async fn liveness_loop(ctx: Arc<ManagerContext>, cancel: CancellationToken) 
 }
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;

@@ -107,6 +107,7 @@ pub async fn create(d: &Daemon, args: CreateArgs) -> Result<u8> {
     let service = d
         .control()
         .create_service(CreateServiceRequest {
+            registry_auth: args.spec.files.auth.registry_auth(&spec)?,
             spec: Some(spec),
             ..CreateServiceRequest::default()
         })

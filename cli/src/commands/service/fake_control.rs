@@ -345,6 +345,41 @@ impl Control for FakeControl {
         unimplemented()
     }
 
+    async fn create_secret(
+        &self,
+        _request: Request<CreateSecretRequest>,
+    ) -> Result<Response<CreateSecretResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn get_secret(
+        &self,
+        _request: Request<GetSecretRequest>,
+    ) -> Result<Response<GetSecretResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn update_secret(
+        &self,
+        _request: Request<UpdateSecretRequest>,
+    ) -> Result<Response<UpdateSecretResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn list_secrets(
+        &self,
+        _request: Request<ListSecretsRequest>,
+    ) -> Result<Response<ListSecretsResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn remove_secret(
+        &self,
+        _request: Request<RemoveSecretRequest>,
+    ) -> Result<Response<RemoveSecretResponse>, Status> {
+        unimplemented()
+    }
+
     async fn watch(
         &self,
         _request: Request<WatchRequest>,

@@ -4,7 +4,9 @@
 //!
 //! Layout:
 //! - `values.rs` parses one flag value; `spec.rs` turns the flags into a
-//!   `ServiceSpec` (create) or edits the one read (update).
+//!   `ServiceSpec` (create) or edits the one read (update); the secret,
+//!   config and `--with-registry-auth` flags live in `files_flags.rs`, the
+//!   docker config reader in `registry_auth.rs`.
 //! - `change.rs` runs create, update, scale, rollback and rm;
 //!   `watch.rs` then polls until the change converges, and `progress.rs`
 //!   decides what that looks like and how it ended (exit 0, 1, or 2 when
@@ -21,12 +23,14 @@
 pub(super) mod calls;
 mod change;
 mod container_flags;
+mod files_flags;
 mod health;
 mod inspect;
 mod logs;
 mod ls;
 mod progress;
 pub(super) mod ps;
+mod registry_auth;
 mod spec;
 mod text;
 mod values;

@@ -396,6 +396,8 @@ pub struct CreateFlags {
     pub fields: FieldFlags,
     #[command(flatten)]
     pub container: super::container_flags::ContainerFlags,
+    #[command(flatten)]
+    pub files: super::files_flags::CreateFileFlags,
     /// IMAGE [COMMAND] [ARG...], or with --driver process: COMMAND [ARG...].
     #[arg(
         required = true,
@@ -457,6 +459,7 @@ pub fn create_spec(flags: &CreateFlags) -> Result<ServiceSpec> {
     }
     flags.fields.apply(&mut spec)?;
     flags.container.apply(container_mut(&mut spec));
+    flags.files.apply(&mut spec);
     validate(&spec)?;
     Ok(spec)
 }
@@ -522,6 +525,8 @@ pub struct UpdateFlags {
     pub fields: FieldFlags,
     #[command(flatten)]
     pub container: super::container_flags::ContainerUpdateFlags,
+    #[command(flatten)]
+    pub files: super::files_flags::UpdateFileFlags,
 }
 
 impl UpdateFlags {
@@ -563,6 +568,7 @@ impl UpdateFlags {
             &self.placement_pref_add,
         );
         edit_ports(spec, &self.publish_rm, &self.publish_add);
+        self.files.apply(spec);
         if self.force {
             let task = spec.task.get_or_insert_with(Default::default);
             task.force_update = task.force_update.wrapping_add(1);
@@ -594,6 +600,7 @@ impl UpdateFlags {
         Ok(UpdateServiceRequest {
             service_id: meta.id,
             version: meta.version,
+            registry_auth: self.files.auth.registry_auth(&spec)?,
             spec: Some(spec),
             rebalance: self.rebalance,
             ..UpdateServiceRequest::default()

@@ -242,3 +242,21 @@ fn the_health_check_shows_in_the_document_and_the_summary() {
         "{summary}"
     );
 }
+
+/// Goal: `service inspect` never shows registry credentials, not even
+/// sealed, in either form.
+#[test]
+fn registry_credentials_are_never_shown() {
+    let mut v = view();
+    let service = v.service.as_mut().unwrap();
+    let task = service.spec.as_mut().unwrap().task.as_mut().unwrap();
+    task.sealed_registry_auth = b"SEALED-MARKER".to_vec();
+    let json = serde_json::to_string(&document(&v)).unwrap();
+    assert!(
+        !json.contains("SEALED") && !json.to_lowercase().contains("registry_auth"),
+        "{json}"
+    );
+    let bytes: Vec<String> = b"SEALED".iter().map(|b| b.to_string()).collect();
+    assert!(!json.contains(&bytes.join(",")), "{json}");
+    assert!(!pretty(&v).contains("SEALED"));
+}
