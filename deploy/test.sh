@@ -14,13 +14,17 @@ if ! command -v cc >/dev/null 2>&1; then
 fi
 # The multi-host tests make hosts out of network namespaces (ip), break the
 # network between them (nft) and start daemons inside them (nsenter, setpriv).
+# The container tests run runc, build their image from busybox-static, serve
+# it from Debian's registry, and give --init tasks tini.
 missing=()
-for tool in ip:iproute2 nft:nftables nsenter:util-linux setpriv:util-linux; do
+for tool in ip:iproute2 nft:nftables nsenter:util-linux setpriv:util-linux \
+  runc:runc /usr/bin/busybox:busybox-static docker-registry:docker-registry \
+  /usr/bin/tini-static:tini; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   $(need_root) apt-get update -qq
-  $(need_root) apt-get install -y -qq "${missing[@]}"
+  $(need_root) apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   $(need_root) apt-get update -qq
