@@ -9,3 +9,4 @@ mod health;
 mod hosts;
 mod linearizability;
 mod services;
+mod volumes;

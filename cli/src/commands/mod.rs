@@ -6,6 +6,7 @@ mod cluster;
 mod node;
 mod service;
 mod sim;
+mod volume;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +49,9 @@ enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Manage this node's volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Measure the cluster (writes per second, leader failover).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -104,6 +108,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Info => cluster::info(&connect()?).await,
         Command::Version => cluster::version(&host).await,
         Command::Node(cmd) => node::run(&connect()?, cmd).await,
+        Command::Volume(cmd) => volume::run(&connect()?, cmd).await,
         Command::Bench(cmd) => bench::run(&connect()?, cmd).await,
         // `main` runs shims before parsing; this arm serves odd spellings
         // such as `rswarm -H x shim DIR`.

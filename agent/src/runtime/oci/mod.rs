@@ -78,6 +78,10 @@ const IMAGE_FILE: &str = "image.json";
 const CONFIG_FILE: &str = "config.json";
 /// The per-task tmpfs with secret and config files.
 const FILES_DIR: &str = "files";
+/// The task directories, under the state directory.
+const CONTAINERS_DIR: &str = "containers";
+/// The named volumes, under the state directory.
+const VOLUMES_DIR: &str = "volumes";
 
 /// How an `OciRuntime` is set up.
 #[derive(Debug, Clone)]
@@ -144,9 +148,9 @@ pub struct OciRuntime {
 impl OciRuntime {
     /// A runtime keeping its containers under `config.state_dir`.
     pub fn new(config: OciRuntimeConfig) -> Result<Self, RuntimeError> {
-        let tasks = TaskDirs::new(config.state_dir.join("containers"), config.shim, DRIVER)?;
+        let tasks = TaskDirs::new(config.state_dir.join(CONTAINERS_DIR), config.shim, DRIVER)?;
         let runc_root = config.state_dir.join("runc");
-        let volumes_dir = config.state_dir.join("volumes");
+        let volumes_dir = config.state_dir.join(VOLUMES_DIR);
         for dir in [&runc_root, &volumes_dir] {
             std::fs::create_dir_all(dir).map_err(|e| task_dir_error(dir, e))?;
         }
@@ -354,6 +358,13 @@ impl OciRuntime {
     fn stored_image(&self, dir: &Path) -> Result<Option<StoredImage>, RuntimeError> {
         read_json(&dir.join(IMAGE_FILE)).map_err(|e| task_dir_error(dir, e))
     }
+}
+
+/// The named volumes of the `oci` driver whose state directory is
+/// `state_dir`, without starting the driver: the daemon's `rswarm volume`
+/// API lists and removes them whatever the state of the image store.
+pub fn volumes_in(state_dir: &Path) -> volumes::Volumes {
+    volumes::Volumes::new(state_dir.join(VOLUMES_DIR), state_dir.join(CONTAINERS_DIR))
 }
 
 fn container_of(task: &Task) -> Result<&ContainerSpec, OciError> {
