@@ -198,6 +198,11 @@ async fn a_container_has_its_own_pid_and_mount_namespace_and_exit_code() {
         fx.image.holds().get(&id).map(String::as_str),
         Some(BUSYBOX_DIGEST)
     );
+    assert_eq!(
+        fx.runtime.image_digest(&id).await.unwrap().as_deref(),
+        Some(BUSYBOX_DIGEST),
+        "the status names the image digest"
+    );
     fx.runtime.remove(&id).await.unwrap();
     assert!(fx.image.holds().is_empty(), "remove releases the image");
     assert!(!fx.runtime.task_dir(&id).exists());

@@ -474,6 +474,11 @@ impl Runtime for OciRuntime {
         self.tasks.attach(task_id).await
     }
 
+    async fn image_digest(&self, task_id: &str) -> Result<Option<String>, RuntimeError> {
+        let dir = self.tasks.existing_dir(task_id)?;
+        Ok(self.stored_image(&dir)?.map(|stored| stored.digest))
+    }
+
     async fn wait(&self, task_id: &str) -> Result<ExitStatus, RuntimeError> {
         self.tasks.wait(task_id).await
     }
