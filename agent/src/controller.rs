@@ -576,12 +576,26 @@ impl Controller {
             .as_ref()
             .map_or(ContainerHealth::None, HealthMonitor::health);
         let status = self.next_status(TaskState::Running, "started", None);
+        let image_digest = self.image_digest().await.unwrap_or(status.image_digest);
         self.send(TaskStatus {
             pid,
             health: health as i32,
+            image_digest,
             ..status
         })
         .await
+    }
+
+    /// The digest of the image the task runs, if its driver has images;
+    /// a failure to tell is logged, never fatal to the task.
+    async fn image_digest(&self) -> Option<String> {
+        match self.runtime.image_digest(&self.task_id).await {
+            Ok(digest) => digest,
+            Err(e) => {
+                tracing::warn!("cannot tell the image digest of the task: {e}");
+                None
+            }
+        }
     }
 
     async fn report_exit(

@@ -198,6 +198,11 @@ async fn a_container_has_its_own_pid_and_mount_namespace_and_exit_code() {
         fx.image.holds().get(&id).map(String::as_str),
         Some(BUSYBOX_DIGEST)
     );
+    assert_eq!(
+        fx.runtime.image_digest(&id).await.unwrap().as_deref(),
+        Some(BUSYBOX_DIGEST),
+        "the status names the image digest"
+    );
     fx.runtime.remove(&id).await.unwrap();
     assert!(fx.image.holds().is_empty(), "remove releases the image");
     assert!(!fx.runtime.task_dir(&id).exists());
@@ -248,6 +253,45 @@ async fn stop_sends_the_signal_then_kills_after_the_grace() {
         .await
         .unwrap();
     assert_eq!(exit, ExitStatus::Signal(9));
+}
+
+/// Goal: as in Docker, the image's `StopSignal` stops the task when the
+/// spec names none, also after a daemon restart, and the spec's wins.
+/// Method: an image with `StopSignal` SIGUSR1 and a shell that exits 10 on
+/// USR1 and 15 on TERM; stop with the spec's request (SIGTERM by default).
+#[tokio::test]
+async fn the_images_stop_signal_applies_when_the_spec_names_none() {
+    let fx = Fixture::new("stopsig");
+    fx.image.set_config(ImageRuntimeConfig {
+        cmd: vec!["sh".into()],
+        stop_signal: "SIGUSR1".into(),
+        ..ImageRuntimeConfig::default()
+    });
+    let script = "trap 'exit 10' USR1; trap 'exit 15' TERM; while true; do sleep 0.1; done";
+    let from_spec = |spec: &ContainerSpec| StopRequest::for_spec(Some(spec)).unwrap();
+
+    let id = unique("stopsigimage");
+    let unset = shell(script);
+    fx.start(&task(&id, unset.clone()), &TaskInputs::default())
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let exit = fx.restarted().stop(&id, from_spec(&unset)).await.unwrap();
+    assert_eq!(
+        exit,
+        ExitStatus::Code(10),
+        "the image's SIGUSR1, after a restart"
+    );
+
+    let id = unique("stopsigspec");
+    let set = ContainerSpec {
+        stop_signal: "SIGTERM".into(),
+        ..shell(script)
+    };
+    fx.start(&task(&id, set.clone()), &TaskInputs::default())
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let exit = fx.runtime.stop(&id, from_spec(&set)).await.unwrap();
+    assert_eq!(exit, ExitStatus::Code(15), "the spec's SIGTERM wins");
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use rswarm_proto::control_client::ControlClient;
 use rswarm_proto::local_node_client::LocalNodeClient;
+use rswarm_proto::local_volumes_client::LocalVolumesClient;
 use tonic::transport::Channel;
 
 /// The default daemon address.
@@ -39,6 +40,11 @@ impl Daemon {
     /// The local node API.
     pub fn node(&self) -> LocalNodeClient<Channel> {
         LocalNodeClient::new(self.channel.clone()).max_decoding_message_size(RESPONSE_SIZE_MAX)
+    }
+
+    /// The node's volumes.
+    pub fn volumes(&self) -> LocalVolumesClient<Channel> {
+        LocalVolumesClient::new(self.channel.clone()).max_decoding_message_size(RESPONSE_SIZE_MAX)
     }
 
     /// The control API.

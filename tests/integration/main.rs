@@ -10,3 +10,4 @@ mod hosts;
 mod linearizability;
 mod secrets;
 mod services;
+mod volumes;

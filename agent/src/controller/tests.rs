@@ -119,6 +119,9 @@ impl ScriptedRuntime {
     }
 }
 
+/// The image digest the scripted runtime's tasks run.
+const SCRIPTED_DIGEST: &str = "sha256:5c817ed";
+
 #[async_trait]
 impl Runtime for ScriptedRuntime {
     fn driver(&self) -> &'static str {
@@ -165,6 +168,9 @@ impl Runtime for ScriptedRuntime {
             .unwrap()
             .take()
             .unwrap_or(Ok(Attached::Unknown))
+    }
+    async fn image_digest(&self, _task_id: &str) -> Result<Option<String>, RuntimeError> {
+        Ok(Some(SCRIPTED_DIGEST.into()))
     }
     async fn wait(&self, _task_id: &str) -> Result<ExitStatus, RuntimeError> {
         let mut exit = self.exit.subscribe();
@@ -280,12 +286,17 @@ async fn a_task_runs_to_completion_through_every_state() {
     );
     assert_eq!(seen[4].pid, 42);
     assert_eq!(seen[4].message, "started");
+    assert_eq!(
+        seen[4].image_digest, SCRIPTED_DIGEST,
+        "RUNNING names the image digest"
+    );
     runtime.exit_with(ExitStatus::Code(0));
     let done = statuses_until(&mut rx, TaskState::Complete).await;
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].exit_code, Some(0));
     assert_eq!(done[0].pid, 0);
     assert!(done[0].err.is_empty());
+    assert_eq!(done[0].image_digest, SCRIPTED_DIGEST, "the end keeps it");
     assert_eq!(runtime.calls(), ["prepare", "start"]);
     assert_quiet(&mut rx).await;
 }
@@ -426,6 +437,7 @@ async fn resuming_a_task_caught_while_starting_reports_it_running() {
     );
     let seen = statuses_until(&mut rx, TaskState::Running).await;
     assert_eq!(seen[0].pid, 7);
+    assert_eq!(seen[0].image_digest, SCRIPTED_DIGEST);
     assert_eq!(runtime.calls(), ["attach"]);
 }
 

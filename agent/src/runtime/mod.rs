@@ -356,6 +356,12 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     /// Finds a task started before (by this or an earlier daemon).
     async fn attach(&self, task_id: &str) -> Result<Attached, RuntimeError>;
 
+    /// The digest of the image a started task runs (`sha256:…`), for its
+    /// RUNNING status; `None` for a driver without images.
+    async fn image_digest(&self, _task_id: &str) -> Result<Option<String>, RuntimeError> {
+        Ok(None)
+    }
+
     /// Waits until the task has ended. Cancel safe: dropping the future
     /// leaves the task alone.
     async fn wait(&self, task_id: &str) -> Result<ExitStatus, RuntimeError>;

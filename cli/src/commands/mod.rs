@@ -7,6 +7,7 @@ mod files;
 mod node;
 mod service;
 mod sim;
+mod volume;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ enum Command {
     /// Manage configs (files mounted into containers).
     #[command(subcommand)]
     Config(files::FileCommand),
+    /// Manage this node's volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Measure the cluster (writes per second, leader failover).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -113,6 +117,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Node(cmd) => node::run(&connect()?, cmd).await,
         Command::Secret(cmd) => files::run(&connect()?, files::FileKind::Secret, cmd).await,
         Command::Config(cmd) => files::run(&connect()?, files::FileKind::Config, cmd).await,
+        Command::Volume(cmd) => volume::run(&connect()?, cmd).await,
         Command::Bench(cmd) => bench::run(&connect()?, cmd).await,
         // `main` runs shims before parsing; this arm serves odd spellings
         // such as `rswarm -H x shim DIR`.

@@ -17,6 +17,7 @@ use rswarm_manager::controlapi::ControlService;
 use rswarm_pki::{CredentialsHandle, Role};
 use rswarm_proto::control_server::{Control, ControlServer};
 use rswarm_proto::local_node_server::{LocalNode, LocalNodeServer};
+use rswarm_proto::local_volumes_server::LocalVolumesServer;
 use rswarm_proto::*;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -24,6 +25,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::state::NodeRecord;
+use super::volumes::LocalVolumesApi;
 use super::{Active, Daemon, MANAGER_JOIN_WAIT_MAX, Phase, deactivate};
 
 /// Largest request on the local socket (the API's limit).
@@ -64,6 +66,9 @@ pub async fn serve(
             })
             .max_decoding_message_size(LOCAL_MESSAGE_SIZE_MAX),
         )
+        .add_service(LocalVolumesServer::new(LocalVolumesApi::new(
+            daemon.data.worker_dir(),
+        )))
         .add_service(
             ControlServer::new(LocalControl { daemon })
                 .max_decoding_message_size(LOCAL_MESSAGE_SIZE_MAX),

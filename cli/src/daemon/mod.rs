@@ -12,6 +12,7 @@ mod local_api;
 mod oci;
 mod server;
 pub mod state;
+mod volumes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -78,6 +78,10 @@ const IMAGE_FILE: &str = "image.json";
 const CONFIG_FILE: &str = "config.json";
 /// The per-task tmpfs with secret and config files.
 const FILES_DIR: &str = "files";
+/// The task directories, under the state directory.
+const CONTAINERS_DIR: &str = "containers";
+/// The named volumes, under the state directory.
+const VOLUMES_DIR: &str = "volumes";
 
 /// How an `OciRuntime` is set up.
 #[derive(Debug, Clone)]
@@ -125,6 +129,11 @@ impl OciRuntimeConfig {
 struct StoredImage {
     digest: String,
     config: ImageRuntimeConfig,
+    /// The image's stop signal when the spec names none (Docker's rule):
+    /// the controller's stop request only knows the spec, and this must
+    /// survive a daemon restart. `None` for records of older daemons.
+    #[serde(default)]
+    stop_signal: Option<String>,
 }
 
 /// The `oci` driver.
@@ -144,9 +153,9 @@ pub struct OciRuntime {
 impl OciRuntime {
     /// A runtime keeping its containers under `config.state_dir`.
     pub fn new(config: OciRuntimeConfig) -> Result<Self, RuntimeError> {
-        let tasks = TaskDirs::new(config.state_dir.join("containers"), config.shim, DRIVER)?;
+        let tasks = TaskDirs::new(config.state_dir.join(CONTAINERS_DIR), config.shim, DRIVER)?;
         let runc_root = config.state_dir.join("runc");
-        let volumes_dir = config.state_dir.join("volumes");
+        let volumes_dir = config.state_dir.join(VOLUMES_DIR);
         for dir in [&runc_root, &volumes_dir] {
             std::fs::create_dir_all(dir).map_err(|e| task_dir_error(dir, e))?;
         }
@@ -248,6 +257,7 @@ impl OciRuntime {
         let stored = StoredImage {
             digest: image.digest.clone(),
             config: image.config.clone(),
+            stop_signal: image_stop_signal(container, &image.config),
         };
         write_json(&dir.join(IMAGE_FILE), &stored).map_err(|e| task_dir_error(dir, e))?;
         let overlay = OverlayDirs::in_task_dir(dir);
@@ -350,10 +360,48 @@ impl OciRuntime {
         }
     }
 
+    /// `stop` with the image's stop signal when the spec named none; as
+    /// asked when the task has no such record, and always for SIGKILL
+    /// (removal), so that stopping is always possible.
+    fn with_image_stop_signal(&self, task_id: &str, stop: StopRequest) -> StopRequest {
+        if stop.signal == StopRequest::KILL.signal {
+            return stop;
+        }
+        let stored = self
+            .tasks
+            .existing_dir(task_id)
+            .and_then(|dir| self.stored_image(&dir));
+        let Ok(Some(StoredImage {
+            stop_signal: Some(name),
+            ..
+        })) = stored
+        else {
+            return stop;
+        };
+        match super::signal::parse_signal(&name) {
+            Some(signal) => StopRequest { signal, ..stop },
+            None => {
+                tracing::warn!(
+                    task = task_id,
+                    "the image's stop signal {name:?} is not a signal: using {}",
+                    stop.signal
+                );
+                stop
+            }
+        }
+    }
+
     /// The stored image of a started task.
     fn stored_image(&self, dir: &Path) -> Result<Option<StoredImage>, RuntimeError> {
         read_json(&dir.join(IMAGE_FILE)).map_err(|e| task_dir_error(dir, e))
     }
+}
+
+/// The named volumes of the `oci` driver whose state directory is
+/// `state_dir`, without starting the driver: the daemon's `rswarm volume`
+/// API lists and removes them whatever the state of the image store.
+pub fn volumes_in(state_dir: &Path) -> volumes::Volumes {
+    volumes::Volumes::new(state_dir.join(VOLUMES_DIR), state_dir.join(CONTAINERS_DIR))
 }
 
 fn container_of(task: &Task) -> Result<&ContainerSpec, OciError> {
@@ -361,6 +409,13 @@ fn container_of(task: &Task) -> Result<&ContainerSpec, OciError> {
         .as_ref()
         .and_then(|s| s.container.as_ref())
         .ok_or(OciError::NoImage)
+}
+
+/// The image's stop signal, when the spec names none.
+fn image_stop_signal(container: &ContainerSpec, image: &ImageRuntimeConfig) -> Option<String> {
+    let spec_names_one = !container.stop_signal.trim().is_empty();
+    let image_has_one = !image.stop_signal.trim().is_empty();
+    (!spec_names_one && image_has_one).then(|| image.stop_signal.trim().to_string())
 }
 
 fn first_set<'a>(first: &'a str, second: &'a str) -> &'a str {
@@ -463,12 +518,18 @@ impl Runtime for OciRuntime {
         self.tasks.attach(task_id).await
     }
 
+    async fn image_digest(&self, task_id: &str) -> Result<Option<String>, RuntimeError> {
+        let dir = self.tasks.existing_dir(task_id)?;
+        Ok(self.stored_image(&dir)?.map(|stored| stored.digest))
+    }
+
     async fn wait(&self, task_id: &str) -> Result<ExitStatus, RuntimeError> {
         self.tasks.wait(task_id).await
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
     async fn stop(&self, task_id: &str, stop: StopRequest) -> Result<ExitStatus, RuntimeError> {
+        let stop = self.with_image_stop_signal(task_id, stop);
         self.tasks.stop(task_id, stop).await
     }
 

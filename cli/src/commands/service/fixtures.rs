@@ -65,6 +65,15 @@ impl TaskBuilder {
         self
     }
 
+    /// The digest of the image the task runs, as its node reported it.
+    pub fn image_digest(mut self, digest: &str) -> Self {
+        self.0
+            .status
+            .get_or_insert_with(Default::default)
+            .image_digest = digest.to_string();
+        self
+    }
+
     pub fn err(mut self, err: &str) -> Self {
         self.0.status.get_or_insert_with(Default::default).err = err.to_string();
         self

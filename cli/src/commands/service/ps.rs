@@ -60,6 +60,9 @@ pub struct TaskRow {
     pub history: bool,
     /// Image, or the command of a process task.
     pub image: String,
+    /// The digest of the image the task runs (`sha256:…`), once its node
+    /// reported it running; empty before, or for a process task.
+    pub image_digest: String,
     /// Hostname of the task's node; empty until placed.
     pub node: String,
     /// `Running`, `Shutdown`, ...
@@ -105,6 +108,7 @@ impl TaskRow {
             "ID": self.id,
             "Name": self.name,
             "Image": self.image,
+            "ImageDigest": self.image_digest,
             "Node": self.node,
             "DesiredState": self.desired,
             "CurrentState": self.current,
@@ -180,6 +184,7 @@ fn task_row(
             .as_ref()
             .map(|s| image_text(s, options.no_trunc))
             .unwrap_or_default(),
+        image_digest: status.image_digest.clone(),
         node,
         desired: state_name(task.desired_state),
         current: format!(

@@ -29,6 +29,7 @@ fn web_tasks() -> Vec<Task> {
         TaskBuilder::new("t2aaaaaaaaaaaaaaaaaaaaaaa", "web", 2)
             .node("n2")
             .health(ContainerHealth::Healthy)
+            .image_digest("sha256:9a1b")
             .ports(vec![PortConfig {
                 published_port: 8080,
                 target_port: 80,
@@ -115,8 +116,8 @@ fn json_lines_use_dockers_keys() {
     let rows = task_rows(&web_tasks()[..2], &hostnames(), options(false));
     let lines: Vec<String> = rows.iter().map(|r| r.json().to_string()).collect();
     expect![[r#"
-        {"CurrentState":"Failed 2 minutes ago","DesiredState":"Shutdown","Error":"task: non-zero exit (137): th…","Health":"","ID":"t1oldaaaaaaa","Image":"nginx:1.27","Name":"web.1","Node":"worker1","Ports":""}
-        {"CurrentState":"Running 8 seconds ago (healthy)","DesiredState":"Running","Error":"","Health":"healthy","ID":"t2aaaaaaaaaa","Image":"nginx:1.27","Name":"web.2","Node":"worker2","Ports":"*:8080->80/tcp"}"#]]
+        {"CurrentState":"Failed 2 minutes ago","DesiredState":"Shutdown","Error":"task: non-zero exit (137): th…","Health":"","ID":"t1oldaaaaaaa","Image":"nginx:1.27","ImageDigest":"","Name":"web.1","Node":"worker1","Ports":""}
+        {"CurrentState":"Running 8 seconds ago (healthy)","DesiredState":"Running","Error":"","Health":"healthy","ID":"t2aaaaaaaaaa","Image":"nginx:1.27","ImageDigest":"sha256:9a1b","Name":"web.2","Node":"worker2","Ports":"*:8080->80/tcp"}"#]]
     .assert_eq(&lines.join("\n"));
 }
 
