@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/control.proto",
         "proto/node.proto",
         "proto/agent.proto",
+        "proto/image.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

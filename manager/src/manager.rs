@@ -45,6 +45,8 @@ pub struct ManagerConfig {
     pub node_id: String,
     /// host:port other nodes reach this manager on.
     pub advertise_addr: String,
+    /// How this node reaches registries, to pin services' image digests.
+    pub registry: rswarm_image::RegistryConfig,
 }
 
 /// Why a manager did not start.
@@ -81,6 +83,8 @@ pub struct ManagerContext {
     pub cluster_id: String,
     /// host:port this manager is reached on.
     pub advertise_addr: String,
+    /// How this node reaches registries, to pin services' image digests.
+    pub registry: rswarm_image::RegistryConfig,
 }
 
 /// Milliseconds since the Unix epoch, for proposal timestamps.
@@ -208,6 +212,7 @@ impl Manager {
             node_id: config.node_id,
             cluster_id: config.cluster_id,
             advertise_addr: config.advertise_addr,
+            registry: config.registry,
         });
         let manager = Manager {
             ctx,

@@ -6,5 +6,6 @@ mod bad_input;
 mod chaos;
 mod foundation;
 mod hosts;
+mod images;
 mod linearizability;
 mod services;

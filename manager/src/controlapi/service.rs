@@ -50,7 +50,14 @@ pub(super) async fn create_service(
         .spec
         .ok_or_else(|| Status::invalid_argument("create needs a service spec"))?;
     let id = new_object_id();
-    let spec = spec::normalize(spec, &format!("svc-{}", &id[..12]))?;
+    let mut spec = spec::normalize(spec, &format!("svc-{}", &id[..12]))?;
+    let warnings = super::image_pin::pin_image(
+        &mut spec,
+        req.registry_auth.as_ref(),
+        req.no_resolve_image,
+        &ctx.registry,
+    )
+    .await?;
     let name = spec
         .annotations
         .as_ref()
@@ -69,10 +76,7 @@ pub(super) async fn create_service(
         .await?;
     info!(service = %id, %name, "service created");
     let service = ctx.store.read(|s| s.service(&id).cloned());
-    Ok(CreateServiceResponse {
-        service,
-        warnings: Vec::new(),
-    })
+    Ok(CreateServiceResponse { service, warnings })
 }
 
 pub(super) async fn get_service(
@@ -163,7 +167,20 @@ pub(super) async fn update_service(
         .store
         .read(|s| s.service(&req.service_id).cloned())
         .ok_or_else(|| Status::not_found(format!("no such service: {}", req.service_id)))?;
-    let service = updated_service(&current, &req)?;
+    let mut service = updated_service(&current, &req)?;
+    let spec_changed = service.spec != current.spec;
+    let warnings = match service.spec.as_mut() {
+        Some(spec) if !req.rollback && spec_changed => {
+            super::image_pin::pin_image(
+                spec,
+                req.registry_auth.as_ref(),
+                req.no_resolve_image,
+                &ctx.registry,
+            )
+            .await?
+        }
+        _ => Vec::new(),
+    };
     if service == current_with_version(&current, req.version) {
         return Ok(UpdateServiceResponse {
             service: Some(current),
@@ -175,10 +192,7 @@ pub(super) async fn update_service(
         .await?;
     info!(service = %req.service_id, version, rollback = req.rollback, "service updated");
     let service = ctx.store.read(|s| s.service(&req.service_id).cloned());
-    Ok(UpdateServiceResponse {
-        service,
-        warnings: Vec::new(),
-    })
+    Ok(UpdateServiceResponse { service, warnings })
 }
 
 /// `current` as a writer at `version` would send it back unchanged.

@@ -20,6 +20,7 @@
 
 pub(super) mod calls;
 mod change;
+mod image_resolve;
 mod inspect;
 mod logs;
 mod ls;

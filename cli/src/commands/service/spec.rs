@@ -390,6 +390,8 @@ pub struct CreateFlags {
     pub publish: Vec<PortConfig>,
     #[command(flatten)]
     pub fields: FieldFlags,
+    #[command(flatten)]
+    pub resolve: super::image_resolve::ResolveFlags,
     /// IMAGE [COMMAND] [ARG...], or with --driver process: COMMAND [ARG...].
     #[arg(
         required = true,
@@ -513,6 +515,8 @@ pub struct UpdateFlags {
     pub rollback: bool,
     #[command(flatten)]
     pub fields: FieldFlags,
+    #[command(flatten)]
+    pub resolve: super::image_resolve::ResolveFlags,
 }
 
 impl UpdateFlags {
@@ -586,6 +590,7 @@ impl UpdateFlags {
             version: meta.version,
             spec: Some(spec),
             rebalance: self.rebalance,
+            no_resolve_image: self.resolve.no_resolve_image,
             ..UpdateServiceRequest::default()
         })
     }
