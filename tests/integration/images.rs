@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, ensure};
 use rswarm_integration::images::{
-    RegistryConfig, busybox, local_registry, push_blocking, write_docker_save, write_oci_layout,
+    RegistryConfig, busybox, local_registry, push_blocking, push_from_host, registry_on_host,
+    write_docker_save, write_oci_layout,
 };
 use rswarm_integration::{Cluster, rswarm_bin};
 
@@ -175,5 +176,36 @@ fn the_manager_pins_image_digests() -> Result<()> {
         "{stderr}"
     );
     ensure!(service_image(&c, "unresolved")? == gone, "the tag is kept");
+    Ok(())
+}
+
+/// Goal: a registry that is not on loopback is spoken to over HTTPS unless
+/// the daemon lists it with --insecure-registry (as dockerd does).
+/// Method: a registry on a host of its own, a daemon on another host; pull
+/// before and after restarting the daemon with the flag.
+#[test]
+fn a_plain_http_registry_needs_insecure_registry() -> Result<()> {
+    let mut c = Cluster::start_on_hosts(&["n1"])?;
+    let registry_host = c.hosts_mut()?.add("registry")?.clone();
+    let registry = registry_on_host(&registry_host)?;
+    let host = registry.host();
+    let reference = format!("{host}/bb:latest");
+    let one = busybox("one")?;
+    let insecure = RegistryConfig {
+        insecure: vec![host.clone()],
+    };
+    push_from_host(&registry_host, &one, &reference, &insecure)?;
+
+    let (code, err) = c.node("n1").fails(&["image", "pull", &reference])?;
+    ensure!(
+        code == 1 && err.contains(&host),
+        "HTTPS to a plain registry fails, naming it: {code}: {err}"
+    );
+
+    let n1 = c.node_mut("n1");
+    n1.add_daemon_args(&["--insecure-registry", &host]);
+    n1.restart()?;
+    let out = n1.ok(&["image", "pull", &reference])?;
+    ensure!(out.contains(&one.manifest_digest), "{out}");
     Ok(())
 }

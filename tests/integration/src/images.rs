@@ -39,16 +39,11 @@ pub fn registry_on_host(host: &Host) -> Result<Registry> {
     let addr = SocketAddr::from((host.ip(), HOST_REGISTRY_PORT));
     let probe_host = host.clone();
     Registry::start(host.command("docker-registry"), addr, move || {
+        // bash's /dev/tcp connects from inside the host.
         probe_host
-            .command("busybox")
-            .args([
-                "nc",
-                "-z",
-                "-w",
-                "1",
-                &addr.ip().to_string(),
-                &HOST_REGISTRY_PORT.to_string(),
-            ])
+            .command("bash")
+            .args(["-c", &format!(": > /dev/tcp/{}/{}", addr.ip(), addr.port())])
+            .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     })
@@ -72,4 +67,29 @@ pub fn push_blocking(
         })
         .map_err(|_| anyhow!("push of {reference} timed out"))?
         .map_err(|e| anyhow!("push of {reference}: {e}"))
+}
+
+/// Pushes `image` to `reference` from inside `host`'s network namespace
+/// (a thread of this process moves there), so a registry on a host that the
+/// root namespace cannot reach gets the image. `registry` must list the
+/// registry as insecure when it is not on loopback.
+pub fn push_from_host(
+    host: &Host,
+    image: &TestImage,
+    reference: &str,
+    registry: &RegistryConfig,
+) -> Result<String> {
+    let netns = std::fs::File::open(host.netns_path())?;
+    let (image, reference, registry) = (image.clone(), reference.to_string(), registry.clone());
+    std::thread::spawn(move || -> Result<String> {
+        use std::os::fd::AsFd;
+        rustix::thread::move_into_link_name_space(
+            netns.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(|e| anyhow!("cannot enter the host's network namespace (needs root): {e}"))?;
+        push_blocking(&image, &reference, &registry)
+    })
+    .join()
+    .map_err(|_| anyhow!("the push thread panicked"))?
 }
