@@ -57,6 +57,21 @@ async fn pull_by_tag_and_digest_and_follow_a_moved_tag() {
         3,
         "only the new top layer was added"
     );
+
+    // A pull pinned to the old digest gets the old image and tags nothing:
+    // the tag has moved on.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let pinned_store = open_store(fresh.path());
+    let pinned = format!("{reference}@{}", one.manifest_digest);
+    let old = pinned_store
+        .ensure(&pinned, None)
+        .await
+        .expect("pull by digest");
+    assert_eq!(old.digest, one.manifest_digest);
+    assert!(
+        pinned_store.list()[0].repo_tags.is_empty(),
+        "a digest pull does not tag"
+    );
     drop(registry);
 }
 

@@ -60,7 +60,13 @@ pub(crate) async fn pull(
     let pinned = index_digest.as_deref().unwrap_or(&digest);
     let naming = Naming {
         index_digest: index_digest.clone(),
-        repo_tags: reference.name_tag().into_iter().collect(),
+        // A pull by digest tags nothing (as in Docker): a tag pinned in a
+        // service spec may have moved since, and must not move back here.
+        repo_tags: if reference.digest().is_none() {
+            reference.name_tag().into_iter().collect()
+        } else {
+            Vec::new()
+        },
         repo_digests: vec![format!("{}@{pinned}", reference.name())],
     };
     import_manifest(
