@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{busybox, count, open_store, require_root};
+use common::{busybox, count, in_mount_namespace, open_store, require_root};
 use rswarm_image::fixtures::{write_docker_save, write_oci_layout};
 use rswarm_image::{ImageError, RemoveAction};
 
@@ -55,6 +55,22 @@ async fn both_archive_formats_load_with_their_tags_and_share_layers() {
             .all(|l| l.join("bin").exists() || l.join("etc").exists())
     );
     assert_eq!(local.config.cmd, ["/bin/sh"]);
+    // The short layer links work as overlay lowerdirs (top first).
+    let lowerdir = local
+        .layers
+        .iter()
+        .rev()
+        .map(|l| l.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let view = in_mount_namespace(&format!(
+        "mkdir -p {t}/m && mount -t overlay overlay -o ro,lowerdir={lowerdir} {t}/m && ls {t}/m/etc/keep && cat {t}/m/etc/variant",
+        t = tmp.path().display()
+    ));
+    assert_eq!(
+        view, "c\none\n",
+        "the image's root through its short layer paths"
+    );
     // A pinned reference that is present is used without a registry
     // (registry.test does not resolve).
     let pinned = format!("registry.test/bb:oci@{}", image.manifest_digest);
