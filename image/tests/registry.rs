@@ -76,11 +76,12 @@ async fn pull_by_tag_and_digest_and_follow_a_moved_tag() {
 }
 
 #[tokio::test]
-async fn concurrent_pulls_of_one_image_both_succeed() {
+async fn concurrent_pulls_of_one_image_download_each_layer_once() {
     require_root();
     let registry = Registry::start_local().expect("start docker-registry");
     let reference = format!("{}/bb:latest", registry.host());
-    push(&busybox("one"), &reference, &RegistryConfig::default())
+    let image = busybox("one");
+    push(&image, &reference, &RegistryConfig::default())
         .await
         .expect("push");
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -92,6 +93,15 @@ async fn concurrent_pulls_of_one_image_both_succeed() {
     assert_eq!(a.expect("first").digest, b.expect("second").digest);
     assert_eq!(count(&tmp.path().join("images/layers")), 2);
     assert_eq!(store.list().len(), 1);
+    // The registry's access log: each layer blob was fetched once.
+    let log = registry.log();
+    for layer in &image.layers {
+        let fetches = log
+            .lines()
+            .filter(|l| l.contains(&format!("\"GET /v2/bb/blobs/{}", layer.digest)))
+            .count();
+        assert_eq!(fetches, 1, "layer {} fetched {fetches} times:\n{log}", layer.digest);
+    }
 }
 
 #[tokio::test]
