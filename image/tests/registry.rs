@@ -100,7 +100,11 @@ async fn concurrent_pulls_of_one_image_download_each_layer_once() {
             .lines()
             .filter(|l| l.contains(&format!("\"GET /v2/bb/blobs/{}", layer.digest)))
             .count();
-        assert_eq!(fetches, 1, "layer {} fetched {fetches} times:\n{log}", layer.digest);
+        assert_eq!(
+            fetches, 1,
+            "layer {} fetched {fetches} times:\n{log}",
+            layer.digest
+        );
     }
 }
 
