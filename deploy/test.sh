@@ -22,6 +22,12 @@ for tool in ip:iproute2 nft:nftables nsenter:util-linux setpriv:util-linux \
   /usr/bin/tini-static:tini; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
+# The image tests build a busybox image from Debian's busybox-static and
+# serve it from Debian's docker-registry on loopback or inside a host.
+# (dpkg, not PATH: Debian's dynamic busybox would not run inside an image.)
+for package in busybox-static docker-registry; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   $(need_root) apt-get update -qq
   $(need_root) apt-get install -y -qq --no-install-recommends "${missing[@]}"

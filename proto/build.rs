@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/node.proto",
         "proto/agent.proto",
         "proto/volume.proto",
+        "proto/image.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

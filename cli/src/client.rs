@@ -47,6 +47,11 @@ impl Daemon {
         LocalVolumesClient::new(self.channel.clone()).max_decoding_message_size(RESPONSE_SIZE_MAX)
     }
 
+    /// The raw channel, for APIs with their own client.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// The control API.
     pub fn control(&self) -> ControlClient<Channel> {
         ControlClient::new(self.channel.clone()).max_decoding_message_size(RESPONSE_SIZE_MAX)

@@ -47,6 +47,8 @@ pub struct ManagerConfig {
     pub node_id: String,
     /// host:port other nodes reach this manager on.
     pub advertise_addr: String,
+    /// How this node reaches registries, to pin services' image digests.
+    pub registry: rswarm_image::RegistryConfig,
 }
 
 /// Why a manager did not start.
@@ -88,6 +90,8 @@ pub struct ManagerContext {
     pub advertise_addr: String,
     /// The key secrets are sealed with (see `secrets_key`).
     pub secrets_key: KeyHolder,
+    /// How this node reaches registries, to pin services' image digests.
+    pub registry: rswarm_image::RegistryConfig,
 }
 
 /// Milliseconds since the Unix epoch, for proposal timestamps.
@@ -217,6 +221,7 @@ impl Manager {
             cluster_id: config.cluster_id,
             advertise_addr: config.advertise_addr,
             secrets_key,
+            registry: config.registry,
         });
         let manager = Manager {
             ctx,

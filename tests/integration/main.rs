@@ -7,6 +7,7 @@ mod chaos;
 mod foundation;
 mod health;
 mod hosts;
+mod images;
 mod linearizability;
 mod secrets;
 mod services;

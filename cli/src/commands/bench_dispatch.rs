@@ -366,6 +366,7 @@ impl InProcessCluster {
             cluster_id: first.cluster_id.clone(),
             node_id: first.node_id.clone(),
             advertise_addr: addr.clone(),
+            registry: Default::default(),
         };
         let manager = Manager::start(config, creds.clone()).await?;
         manager
@@ -415,6 +416,7 @@ impl InProcessCluster {
             cluster_id: self.first.cluster_id.clone(),
             node_id,
             advertise_addr: addr.clone(),
+            registry: Default::default(),
         };
         let manager = Manager::start(config, creds.clone()).await?;
         serve(&manager, &addr, &creds, self.cancel.clone()).await?;

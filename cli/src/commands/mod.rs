@@ -4,6 +4,7 @@
 mod bench;
 mod cluster;
 mod files;
+mod image;
 mod node;
 mod service;
 mod sim;
@@ -59,6 +60,9 @@ enum Command {
     /// Manage this node's volumes.
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
+    /// Manage this node's images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Measure the cluster (writes per second, leader failover).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -98,6 +102,10 @@ struct DaemonArgs {
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// A registry (HOST or HOST:PORT) spoken to over plain HTTP, like
+    /// dockerd's option; repeatable. Loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
 }
 
 /// Runs a parsed command; returns the exit code.
@@ -107,6 +115,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Daemon(args) => return run_daemon(args).await,
         Command::Service(cmd) => return service::run(&connect()?, cmd).await,
+        Command::Image(cmd) => return image::run(&connect()?, cmd).await,
         Command::Sim(args) => sim::run(args).await,
         Command::Init(args) => cluster::init(&connect()?, args).await,
         Command::Join(args) => cluster::join(&connect()?, args).await,
@@ -156,6 +165,9 @@ async fn run_daemon(args: DaemonArgs) -> Result<u8> {
         listen_addr: args.listen_addr,
         advertise_addr: args.advertise_addr,
         hostname: args.hostname.unwrap_or_else(system_hostname),
+        registry: rswarm_image::RegistryConfig {
+            insecure: args.insecure_registries,
+        },
     };
     crate::daemon::run(config).await?;
     Ok(0)

@@ -47,6 +47,7 @@ impl TestCluster {
             cluster_id: cluster.cluster_id.clone(),
             node_id: cluster.node_id.clone(),
             advertise_addr: addr.clone(),
+            registry: Default::default(),
         };
         let manager = Manager::start(config, creds.clone()).await.unwrap();
         manager.bootstrap(&cluster).await.unwrap();

@@ -16,6 +16,7 @@ use rswarm_manager::bootstrap::{InitOptions, new_cluster};
 use rswarm_manager::controlapi::ControlService;
 use rswarm_pki::{CredentialsHandle, Role};
 use rswarm_proto::control_server::{Control, ControlServer};
+use rswarm_proto::local_images_server::LocalImagesServer;
 use rswarm_proto::local_node_server::{LocalNode, LocalNodeServer};
 use rswarm_proto::local_volumes_server::LocalVolumesServer;
 use rswarm_proto::*;
@@ -69,6 +70,9 @@ pub async fn serve(
         .add_service(LocalVolumesServer::new(LocalVolumesApi::new(
             daemon.data.worker_dir(),
         )))
+        .add_service(LocalImagesServer::new(super::images_api::ImagesApi {
+            store: daemon.images().clone(),
+        }))
         .add_service(
             ControlServer::new(LocalControl { daemon })
                 .max_decoding_message_size(LOCAL_MESSAGE_SIZE_MAX),

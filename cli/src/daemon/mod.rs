@@ -8,6 +8,7 @@
 //! role is manager; nothing on disk is removed except by `leave` or after
 //! this node left the Raft membership.
 
+mod images_api;
 mod local_api;
 mod oci;
 mod server;
@@ -47,6 +48,8 @@ pub struct DaemonConfig {
     pub advertise_addr: Option<String>,
     /// This node's hostname.
     pub hostname: String,
+    /// How this node reaches registries (`--insecure-registry`).
+    pub registry: rswarm_image::RegistryConfig,
 }
 
 /// A node that is part of a cluster.
@@ -73,17 +76,23 @@ pub struct Daemon {
     phase: Mutex<Phase>,
     /// The running manager, for the local control API (read without the phase lock).
     manager_ctx: RwLock<Option<Arc<ManagerContext>>>,
+    /// This node's images, under `<data-dir>/images`.
+    images: rswarm_image::ImageStore,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config: DaemonConfig) -> Result<()> {
     rswarm_pki::install_crypto_provider();
     let listener = local_api::bind_socket(&config.run_dir).await?;
+    let images =
+        rswarm_image::ImageStore::open(config.data_dir.join("images"), config.registry.clone())
+            .map_err(|e| anyhow::anyhow!("cannot open the image store: {e}"))?;
     let daemon = Arc::new(Daemon {
         data: DataDir::new(config.data_dir.clone()),
         config,
         phase: Mutex::new(Phase::Inactive),
         manager_ctx: RwLock::new(None),
+        images,
     });
     daemon.resume().await?;
     info!(socket = %daemon.config.run_dir.join("rswarm.sock").display(), "daemon ready");
@@ -240,6 +249,7 @@ impl Daemon {
             cluster_id: record.cluster_id.clone(),
             node_id: record.node_id.clone(),
             advertise_addr: record.advertise_addr.clone(),
+            registry: self.config.registry.clone(),
         };
         let manager = Manager::start(config, creds.clone())
             .await
@@ -251,6 +261,11 @@ impl Daemon {
     async fn stop_manager(&self, manager: Manager) {
         *self.manager_ctx.write().unwrap_or_else(|e| e.into_inner()) = None;
         manager.shutdown().await;
+    }
+
+    /// This node's image store (what the `oci` driver runs images from).
+    pub fn images(&self) -> &rswarm_image::ImageStore {
+        &self.images
     }
 
     /// The running manager, if any.

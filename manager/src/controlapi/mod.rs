@@ -26,6 +26,7 @@ use crate::manager::{ManagerContext, action};
 use crate::raft::node::PeerHealth;
 use crate::store::StoreState;
 
+mod image_pin;
 mod logs;
 pub mod secrets;
 mod service;

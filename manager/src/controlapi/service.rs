@@ -52,6 +52,13 @@ pub(super) async fn create_service(
     let id = new_object_id();
     let mut spec = spec::normalize(spec, &format!("svc-{}", &id[..12]))?;
     crate::file_refs::bind_create(&ctx, &mut spec, &id, req.registry_auth.as_ref()).await?;
+    let warnings = super::image_pin::pin_image(
+        &mut spec,
+        req.registry_auth.as_ref(),
+        req.no_resolve_image,
+        &ctx.registry,
+    )
+    .await?;
     let name = spec
         .annotations
         .as_ref()
@@ -70,10 +77,7 @@ pub(super) async fn create_service(
         .await?;
     info!(service = %id, %name, "service created");
     let service = ctx.store.read(|s| s.service(&id).cloned());
-    Ok(CreateServiceResponse {
-        service,
-        warnings: Vec::new(),
-    })
+    Ok(CreateServiceResponse { service, warnings })
 }
 
 pub(super) async fn get_service(
@@ -165,7 +169,20 @@ pub(super) async fn update_service(
         .read(|s| s.service(&req.service_id).cloned())
         .ok_or_else(|| Status::not_found(format!("no such service: {}", req.service_id)))?;
     let req = crate::file_refs::bind_update(&ctx, req, &current).await?;
-    let service = updated_service(&current, &req)?;
+    let mut service = updated_service(&current, &req)?;
+    let spec_changed = service.spec != current.spec;
+    let warnings = match service.spec.as_mut() {
+        Some(spec) if !req.rollback && spec_changed => {
+            super::image_pin::pin_image(
+                spec,
+                req.registry_auth.as_ref(),
+                req.no_resolve_image,
+                &ctx.registry,
+            )
+            .await?
+        }
+        _ => Vec::new(),
+    };
     if service == current_with_version(&current, req.version) {
         return Ok(UpdateServiceResponse {
             service: Some(current),
@@ -177,10 +194,7 @@ pub(super) async fn update_service(
         .await?;
     info!(service = %req.service_id, version, rollback = req.rollback, "service updated");
     let service = ctx.store.read(|s| s.service(&req.service_id).cloned());
-    Ok(UpdateServiceResponse {
-        service,
-        warnings: Vec::new(),
-    })
+    Ok(UpdateServiceResponse { service, warnings })
 }
 
 /// `current` as a writer at `version` would send it back unchanged.

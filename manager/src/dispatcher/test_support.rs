@@ -76,6 +76,7 @@ pub async fn start_leader() -> (TestManager, NewCluster) {
         cluster_id: cluster.cluster_id.clone(),
         node_id: cluster.node_id.clone(),
         advertise_addr: addr.clone(),
+        registry: Default::default(),
     };
     let manager = Manager::start_with(config, creds.clone(), false)
         .await
@@ -142,6 +143,7 @@ pub async fn start_follower(leader: &TestManager, cluster: &NewCluster) -> TestM
         cluster_id: cluster.cluster_id.clone(),
         node_id,
         advertise_addr: addr.clone(),
+        registry: Default::default(),
     };
     let manager = Manager::start_with(config, creds.clone(), false)
         .await

@@ -36,6 +36,7 @@ async fn start_manager(dir: &std::path::Path) -> Manager {
         cluster_id: cluster.cluster_id.clone(),
         node_id: cluster.node_id.clone(),
         advertise_addr: addr,
+        registry: Default::default(),
     };
     let creds = CredentialsHandle::new(cluster.credentials.clone()).unwrap();
     let manager = Manager::start_with(config, creds, false).await.unwrap();

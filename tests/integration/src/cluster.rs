@@ -173,6 +173,13 @@ impl Cluster {
         }
     }
 
+    /// The hosts, to add one (a registry host, say) to the same fabric.
+    pub fn hosts_mut(&mut self) -> Result<&mut Hosts> {
+        self.hosts
+            .as_mut()
+            .context("this cluster runs on loopback: build it with Cluster::start_on_hosts")
+    }
+
     /// The node named `name`.
     pub fn node(&self, name: &str) -> &Node {
         self.nodes

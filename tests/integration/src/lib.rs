@@ -11,6 +11,8 @@
 //! - `run` — the per-run names everything carries, and the removal of what
 //!   a run left behind (on drop, on interrupt, and for runs that died).
 //! - `spawn` — starting daemons so that they die with the test process.
+//! - [`images`] — test images (busybox from the host's busybox-static) as
+//!   archives or pushed to a `docker-registry` on loopback or on a host.
 //!
 //! Everything a cluster starts is removed when it is dropped, also when a
 //! test panics. The `rswarm` binary is found next to the test binary
@@ -18,6 +20,7 @@
 
 mod cluster;
 pub mod hosts;
+pub mod images;
 mod node;
 mod run;
 mod spawn;

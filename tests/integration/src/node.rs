@@ -52,6 +52,9 @@ pub struct Node {
     netns: Option<PathBuf>,
     child: Option<Child>,
     log: PathBuf,
+    /// More `rswarm daemon` flags (e.g. `--insecure-registry`), from the
+    /// next start on.
+    daemon_args: Vec<String>,
 }
 
 impl Node {
@@ -77,6 +80,7 @@ impl Node {
             netns,
             child: None,
             log: dir.join("daemon.log"),
+            daemon_args: Vec::new(),
         }
     }
 
@@ -122,6 +126,7 @@ impl Node {
                 "--log-level",
                 "info,openraft=warn",
             ])
+            .args(&self.daemon_args)
             .stdin(Stdio::null());
         command
     }
@@ -150,6 +155,12 @@ impl Node {
                 self.log_tail()
             )
         })
+    }
+
+    /// Adds `rswarm daemon` flags, used from the next (re)start on.
+    pub fn add_daemon_args(&mut self, args: &[&str]) {
+        self.daemon_args
+            .extend(args.iter().map(|a| (*a).to_string()));
     }
 
     /// Kills the daemon (if it runs) and starts it again from its data dir.

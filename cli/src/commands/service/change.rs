@@ -104,16 +104,19 @@ fn scale_target(raw: &str) -> Result<ScaleTarget, String> {
 /// `service create`: prints the new service's ID, then waits.
 pub async fn create(d: &Daemon, args: CreateArgs) -> Result<u8> {
     let spec = spec::create_spec(&args.spec)?;
-    let service = d
+    let response = d
         .control()
         .create_service(CreateServiceRequest {
             registry_auth: args.spec.files.auth.registry_auth(&spec)?,
             spec: Some(spec),
+            no_resolve_image: args.spec.resolve.no_resolve_image,
             ..CreateServiceRequest::default()
         })
         .await
         .map_err(|s| d.explain(s))?
-        .into_inner()
+        .into_inner();
+    super::image_resolve::print_warnings(&response.warnings);
+    let service = response
         .service
         .context("the manager answered without the service")?;
     println!("{}", service_id(&service));
@@ -254,8 +257,9 @@ async fn update_with_retry(
         let request = build(calls::service_of(&view)?)?;
         match d.control().update_service(request).await {
             Ok(response) => {
+                let response = response.into_inner();
+                super::image_resolve::print_warnings(&response.warnings);
                 return response
-                    .into_inner()
                     .service
                     .context("the manager answered without the service");
             }

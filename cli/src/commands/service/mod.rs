@@ -25,6 +25,7 @@ mod change;
 mod container_flags;
 mod files_flags;
 mod health;
+mod image_resolve;
 mod inspect;
 mod logs;
 mod ls;

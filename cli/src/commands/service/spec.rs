@@ -398,6 +398,8 @@ pub struct CreateFlags {
     pub container: super::container_flags::ContainerFlags,
     #[command(flatten)]
     pub files: super::files_flags::CreateFileFlags,
+    #[command(flatten)]
+    pub resolve: super::image_resolve::ResolveFlags,
     /// IMAGE [COMMAND] [ARG...], or with --driver process: COMMAND [ARG...].
     #[arg(
         required = true,
@@ -527,6 +529,8 @@ pub struct UpdateFlags {
     pub container: super::container_flags::ContainerUpdateFlags,
     #[command(flatten)]
     pub files: super::files_flags::UpdateFileFlags,
+    #[command(flatten)]
+    pub resolve: super::image_resolve::ResolveFlags,
 }
 
 impl UpdateFlags {
@@ -603,6 +607,7 @@ impl UpdateFlags {
             registry_auth: self.files.auth.registry_auth(&spec)?,
             spec: Some(spec),
             rebalance: self.rebalance,
+            no_resolve_image: self.resolve.no_resolve_image,
             ..UpdateServiceRequest::default()
         })
     }
