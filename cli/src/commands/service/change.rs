@@ -110,7 +110,6 @@ pub async fn create(d: &Daemon, args: CreateArgs) -> Result<u8> {
             registry_auth: args.spec.files.auth.registry_auth(&spec)?,
             spec: Some(spec),
             no_resolve_image: args.spec.resolve.no_resolve_image,
-            ..CreateServiceRequest::default()
         })
         .await
         .map_err(|s| d.explain(s))?
