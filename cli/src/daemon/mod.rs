@@ -212,8 +212,8 @@ impl Daemon {
             shim.clone(),
         ))
         .map_err(|e| Status::internal(format!("cannot start the process driver: {e}")))?;
-        // The node's image store plugs in here once it exists.
-        let images = None;
+        let images: Arc<dyn rswarm_agent::runtime::oci::ImageSource> =
+            Arc::new(oci::NodeImages(self.images.clone()));
         match oci::oci_driver(&self.data.worker_dir(), shim, images) {
             Ok(oci) => Ok(Drivers::new([Arc::new(process) as Arc<dyn Runtime>, oci])),
             Err(reason) => {
