@@ -4,9 +4,12 @@
 # to the others through a bridge that lives in a namespace of its own (the
 # fabric), running one `rswarm daemon` with its own data dir and run dir.
 # The cluster is formed with join tokens exactly as on separate machines,
-# and runs a real service: python's web server (process driver), one
-# replica per worker, on port $RSWARM_LOCAL_WEB_PORT (default 8080) of the
-# host it runs on.
+# and runs a real service: busybox's web server in a container (the oci
+# driver, runc), one replica per worker, on port $RSWARM_LOCAL_WEB_PORT
+# (default 8080) of the host it runs on. The image is built from the
+# machine's busybox-static (deploy/busybox-image.py) and served by Debian's
+# docker-registry from a host of its own (192.0.2.254:5000); every daemon
+# pulls it from there.
 #
 #   deploy/local-cluster.sh up [--managers M] [--workers W]
 #   deploy/local-cluster.sh down
@@ -29,6 +32,8 @@ NETNS=${RSWARM_LOCAL_NETNS:-rswarm-local}
 BIN=${RSWARM_BIN:-$PWD/target/release/rswarm}
 WEB_PORT=${RSWARM_LOCAL_WEB_PORT:-8080}
 UNDERLAY=192.0.2      # host i (from 1) gets 192.0.2.i
+REGISTRY=$UNDERLAY.254:5000
+IMAGE=$REGISTRY/rswarm/busybox:latest
 PORT=7377             # every host has its own addresses, so all use the default
 NODES_MAX=250         # one address each in the /24
 
@@ -43,11 +48,12 @@ need_root() {
 
 need_tools() {
   local missing=() tool
-  for tool in ip:iproute2 nsenter:util-linux curl:curl python3:python3-minimal; do
+  for tool in ip:iproute2 nsenter:util-linux curl:curl python3:python3-minimal runc:runc \
+    /usr/bin/busybox:busybox-static docker-registry:docker-registry; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
   done
   if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 }
 
@@ -90,7 +96,8 @@ start_node() {
   make_host "$name" "$ip"
   nohup nsenter --net="/run/netns/$NETNS-$name" -- "$BIN" daemon \
     --data-dir "$DIR/$name/data" --run-dir "$DIR/$name/run" \
-    --listen-addr "$ip:$PORT" --hostname "$name" >"$DIR/$name/daemon.log" 2>&1 &
+    --listen-addr "$ip:$PORT" --hostname "$name" --insecure-registry "$REGISTRY" \
+    >"$DIR/$name/daemon.log" 2>&1 &
   echo $! >"$DIR/$name/pid"
   for _ in $(seq 1 100); do
     if rs "$name" info >/dev/null 2>&1; then return 0; fi
@@ -139,6 +146,7 @@ up() {
   wait_ready "${#names[@]}"
   rs manager1 node ls
   echo
+  start_registry
   serve_web "$workers"
   echo
   echo "hosts: $(for n in "${names[@]}"; do printf '%s=%s ' "$n" "$(node_ip "$n")"; done)"
@@ -160,16 +168,37 @@ wait_ready() {
   exit 1
 }
 
-# The demo service: python's web server, one replica per worker (one on a
-# manager when there is no worker), each on port $WEB_PORT of its own host.
+# The registry: Debian's docker-registry on a host of its own, holding the
+# demo image built from this machine's busybox-static.
+start_registry() {
+  local reg=$DIR/registry
+  mkdir -p "$reg/data"
+  printf 'version: 0.1\nstorage:\n  filesystem: { rootdirectory: %s }\nhttp:\n  addr: %s\n' \
+    "$reg/data" "$REGISTRY" >"$reg/config.yml"
+  make_host registry "${REGISTRY%:*}"
+  nohup ip netns exec "$NETNS-registry" docker-registry serve "$reg/config.yml" \
+    >"$reg/registry.log" 2>&1 &
+  echo $! >"$reg/pid"
+  for _ in $(seq 1 100); do
+    if in_host registry curl -fsS "http://$REGISTRY/v2/" >/dev/null 2>&1; then
+      in_host registry python3 deploy/busybox-image.py --push "$IMAGE"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "the registry did not start; see $reg/registry.log" >&2; exit 1
+}
+
+# The demo service: busybox's httpd in a container, one replica per worker
+# (one on a manager when there is no worker), each on port $WEB_PORT of its
+# own host (the container shares the host's network until overlay networks
+# exist).
 serve_web() {
-  local replicas=$1 site=$DIR/site placement=(--constraint node.role==worker)
+  local replicas=$1 placement=(--constraint node.role==worker)
   if [ "$replicas" -lt 1 ]; then replicas=1; placement=(); fi
-  mkdir -p "$site"
-  echo "hello from rswarm" >"$site/index.html"
-  rs manager1 service create --driver process --name web --replicas "$replicas" \
+  rs manager1 service create --name web --replicas "$replicas" --network host \
     "${placement[@]}" --publish "published=$WEB_PORT,target=$WEB_PORT,mode=host" \
-    "$(command -v python3)" -m http.server "$WEB_PORT" --bind 0.0.0.0 --directory "$site"
+    "$IMAGE" httpd -f -p "$WEB_PORT" -h /www
   rs manager1 service ps web
   local answering=()
   for _ in $(seq 1 50); do

@@ -97,9 +97,14 @@ fn rows(images: &[ImageView]) -> Vec<Row<'_>> {
     let mut rows = Vec::new();
     for image in images {
         if image.repo_tags.is_empty() {
+            // Pulled by digest: Docker shows the repository with no tag.
+            let repository = image
+                .repo_digests
+                .first()
+                .map_or_else(|| "<none>".into(), |d| familiar(d).0);
             rows.push(Row {
                 image,
-                repository: "<none>".into(),
+                repository,
                 tag: "<none>".into(),
             });
         }
@@ -445,6 +450,30 @@ mod tests {
         assert_eq!(
             familiar("127.0.0.1:5000/bb:v1"),
             ("127.0.0.1:5000/bb".into(), "v1".into())
+        );
+    }
+
+    /// Goal: an image pulled by digest (every pinned service task) is
+    /// listed under its repository with no tag, as Docker lists it.
+    #[test]
+    fn an_untagged_image_shows_its_repository() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let pulled = ImageView {
+            repo_digests: vec![format!("192.0.2.254:5000/rswarm/busybox@{digest}")],
+            ..ImageView::default()
+        };
+        let orphan = ImageView::default();
+        let images = [pulled, orphan];
+        let shown: Vec<_> = rows(&images)
+            .into_iter()
+            .map(|r| (r.repository, r.tag))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("192.0.2.254:5000/rswarm/busybox".into(), "<none>".into()),
+                ("<none>".into(), "<none>".into())
+            ]
         );
     }
 }
