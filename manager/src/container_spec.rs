@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 
+use rswarm_proto::container::{SysctlScope, ULIMIT_NAMES, sysctl_scope};
 use rswarm_proto::{ContainerSpec, MountType};
 
 /// Most mounts a service may have.
@@ -14,36 +15,6 @@ const MOUNTS_MAX: usize = 100;
 const SETTINGS_MAX: usize = 64;
 /// Longest hostname (a DNS label).
 const HOSTNAME_BYTES_MAX: usize = 63;
-/// The ulimit names (`RLIMIT_` without the prefix, lower case).
-const ULIMIT_NAMES: &[&str] = &[
-    "as",
-    "core",
-    "cpu",
-    "data",
-    "fsize",
-    "locks",
-    "memlock",
-    "msgqueue",
-    "nice",
-    "nofile",
-    "nproc",
-    "rss",
-    "rtprio",
-    "rttime",
-    "sigpending",
-    "stack",
-];
-/// The namespaced IPC sysctls; `fs.mqueue.*` and `net.*` too.
-const IPC_SYSCTLS: &[&str] = &[
-    "kernel.msgmax",
-    "kernel.msgmnb",
-    "kernel.msgmni",
-    "kernel.sem",
-    "kernel.shmall",
-    "kernel.shmmax",
-    "kernel.shmmni",
-    "kernel.shm_rmid_forced",
-];
 
 /// Checks the container fields of `c`; the error says what to fix.
 pub fn check(c: &ContainerSpec) -> Result<(), String> {
@@ -131,13 +102,12 @@ fn check_ulimits(c: &ContainerSpec) -> Result<(), String> {
 
 fn check_sysctls(c: &ContainerSpec, host_network: bool) -> Result<(), String> {
     for name in c.sysctls.keys() {
-        if name.starts_with("net.") {
-            if host_network {
-                return Err(format!(
-                    "sysctl {name} would change the node's network with --network host; drop one of them"
-                ));
-            }
-        } else if !IPC_SYSCTLS.contains(&name.as_str()) && !name.starts_with("fs.mqueue.") {
+        let scope = sysctl_scope(name);
+        if scope == SysctlScope::Network && host_network {
+            return Err(format!(
+                "sysctl {name} would change the node's network with --network host; drop one of them"
+            ));
+        } else if scope == SysctlScope::Node {
             return Err(format!(
                 "sysctl {name} is not namespaced and would change whole nodes; only net.*, kernel.msg*, kernel.sem, kernel.shm* and fs.mqueue.* are allowed"
             ));

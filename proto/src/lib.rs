@@ -1,7 +1,8 @@
 //! rswarm's wire types, generated from `proto/*.proto`.
 //!
 //! Owns: every message that crosses the network or the disk, and the gRPC
-//! service stubs. Does not own: behaviour. Conversions and validation live
+//! service stubs, and the tables of values some fields may take
+//! (`container`). Does not own: behaviour. Conversions and validation live
 //! in the crates that use these types.
 
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -13,6 +14,7 @@ pub mod v1 {
 
 pub use v1::*;
 
+pub mod container;
 mod redacted;
 
 impl std::fmt::Display for v1::Proposal {

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use rswarm_proto::container::{SysctlScope, ULIMIT_NAMES, sysctl_scope};
 use rswarm_proto::{ContainerSpec, Ulimit};
 
 use super::error::OciError;
@@ -48,38 +49,6 @@ const READONLY_PATHS: &[&str] = &[
     "/proc/irq",
     "/proc/sys",
     "/proc/sysrq-trigger",
-];
-
-/// The ulimit names a spec may use (`RLIMIT_` + upper case).
-pub const ULIMIT_NAMES: &[&str] = &[
-    "as",
-    "core",
-    "cpu",
-    "data",
-    "fsize",
-    "locks",
-    "memlock",
-    "msgqueue",
-    "nice",
-    "nofile",
-    "nproc",
-    "rss",
-    "rtprio",
-    "rttime",
-    "sigpending",
-    "stack",
-];
-
-/// IPC sysctls that are namespaced (Docker's list); `fs.mqueue.*` too.
-const IPC_SYSCTLS: &[&str] = &[
-    "kernel.msgmax",
-    "kernel.msgmnb",
-    "kernel.msgmni",
-    "kernel.sem",
-    "kernel.shmall",
-    "kernel.shmmax",
-    "kernel.shmmni",
-    "kernel.shm_rmid_forced",
 ];
 
 /// The user a container runs as, resolved against its root filesystem.
@@ -308,13 +277,12 @@ pub fn sysctls(
             name: name.clone(),
             reason,
         };
-        if name.starts_with("net.") {
-            if host_network {
-                return Err(refuse(
-                    "net.* sysctls would change the node's network namespace; drop --network host",
-                ));
-            }
-        } else if !IPC_SYSCTLS.contains(&name.as_str()) && !name.starts_with("fs.mqueue.") {
+        let scope = sysctl_scope(name);
+        if scope == SysctlScope::Network && host_network {
+            return Err(refuse(
+                "net.* sysctls would change the node's network namespace; drop --network host",
+            ));
+        } else if scope == SysctlScope::Node {
             return Err(refuse(
                 "it is not namespaced, so it would change the whole node; only net.*, kernel.msg*, kernel.sem, kernel.shm* and fs.mqueue.* are allowed",
             ));

@@ -44,7 +44,7 @@ use async_trait::async_trait;
 use rswarm_proto::{ContainerSpec, HealthConfig, LogsOptions, Task};
 use serde::{Deserialize, Serialize};
 
-pub use self::bundle::{INIT_TARGET, ULIMIT_NAMES};
+pub use self::bundle::INIT_TARGET;
 pub use self::capabilities::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES};
 pub use self::error::OciError;
 pub use self::image::{ImageRootfs, ImageRuntimeConfig, ImageSource, ImageSourceError};
