@@ -387,9 +387,10 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     ) -> Result<LogLineStream, RuntimeError>;
 }
 
-/// The health check a task's spec asks for: `None` when it names none
-/// (inherit) or disables it with `["NONE"]`.
-pub fn spec_healthcheck(task: &Task) -> Option<rswarm_proto::HealthConfig> {
+/// What a task's spec says about health checks: `None` inherits the
+/// image's, `Some(None)` disables them (`["NONE"]`), `Some(Some(check))` is
+/// the spec's own.
+pub fn spec_health_choice(task: &Task) -> Option<Option<rswarm_proto::HealthConfig>> {
     let health = task
         .spec
         .as_ref()?
@@ -398,9 +399,16 @@ pub fn spec_healthcheck(task: &Task) -> Option<rswarm_proto::HealthConfig> {
         .healthcheck
         .as_ref()?;
     match health.test.first().map(String::as_str) {
-        None | Some("NONE") => None,
-        Some(_) => Some(health.clone()),
+        None => None,
+        Some("NONE") => Some(None),
+        Some(_) => Some(Some(health.clone())),
     }
+}
+
+/// The health check a task's spec asks for: `None` when it names none
+/// (inherit) or disables it with `["NONE"]`.
+pub fn spec_healthcheck(task: &Task) -> Option<rswarm_proto::HealthConfig> {
+    spec_health_choice(task).flatten()
 }
 
 /// The drivers of this node, by name.

@@ -422,23 +422,6 @@ fn first_set<'a>(first: &'a str, second: &'a str) -> &'a str {
     if first.is_empty() { second } else { first }
 }
 
-/// What the spec says about health checks: `Some(None)` disables them
-/// (`["NONE"]`), `None` inherits the image's.
-fn spec_health_choice(task: &Task) -> Option<Option<HealthConfig>> {
-    let health = task
-        .spec
-        .as_ref()?
-        .container
-        .as_ref()?
-        .healthcheck
-        .as_ref()?;
-    match health.test.first().map(String::as_str) {
-        None => None,
-        Some("NONE") => Some(None),
-        Some(_) => Some(Some(health.clone())),
-    }
-}
-
 #[async_trait]
 impl Runtime for OciRuntime {
     fn driver(&self) -> &'static str {
@@ -493,7 +476,7 @@ impl Runtime for OciRuntime {
     }
 
     async fn healthcheck(&self, task: &Task) -> Result<Option<HealthConfig>, RuntimeError> {
-        if let Some(choice) = spec_health_choice(task) {
+        if let Some(choice) = super::spec_health_choice(task) {
             return Ok(choice);
         }
         let dir = self.tasks.existing_dir(task_id_of(task))?;
