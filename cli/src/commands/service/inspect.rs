@@ -13,6 +13,8 @@ use crate::client::Daemon;
 use crate::output::rfc3339;
 
 use super::calls;
+
+mod container_fields;
 use super::ls::mode_name;
 use super::spec::protocol_name;
 use super::values::{format_bytes, format_cpus};
@@ -177,6 +179,16 @@ fn task_document(task: &TaskSpec) -> Value {
         ("StopSignal", json!(c.stop_signal)),
         ("StopGracePeriod", json!(c.stop_grace_period_ms.map(nanos))),
         ("Healthcheck", super::health::healthcheck_document(&c)),
+        ("Hostname", json!(c.hostname)),
+        ("ReadOnly", json!(c.read_only)),
+        ("CapabilityAdd", json!(c.cap_add)),
+        ("CapabilityDrop", json!(c.cap_drop)),
+        ("Init", json!(c.init)),
+        ("Ulimits", container_fields::ulimits(&c.ulimits)),
+        ("Sysctls", json!(c.sysctls)),
+        ("Mounts", container_fields::mounts(&c.mounts)),
+        ("Secrets", container_fields::secrets(&c.secrets)),
+        ("Configs", container_fields::configs(&c.configs)),
     ]);
     let resources = task.resources.unwrap_or_default();
     let amounts = |r: Option<Resources>, pids: i64| {

@@ -260,3 +260,49 @@ fn registry_credentials_are_never_shown() {
     assert!(!json.contains(&bytes.join(",")), "{json}");
     assert!(!pretty(&v).contains("SEALED"));
 }
+
+/// Goal: the container options, mounts and secret and config files show
+/// under Docker's keys, and a secret shows as a reference only.
+#[test]
+fn container_options_mounts_and_files_show_with_dockers_keys() {
+    let mut view = view();
+    let container = view
+        .service
+        .as_mut()
+        .and_then(|s| s.spec.as_mut())
+        .and_then(|s| s.task.as_mut())
+        .and_then(|t| t.container.as_mut())
+        .unwrap();
+    container.read_only = true;
+    container.cap_add = vec!["NET_ADMIN".into()];
+    container.mounts = vec![Mount {
+        r#type: MountType::Tmpfs as i32,
+        target: "/scratch".into(),
+        tmpfs_size_bytes: 1 << 20,
+        ..Mount::default()
+    }];
+    container.secrets = vec![SecretReference {
+        secret_id: "s1".into(),
+        secret_name: "db-pass".into(),
+        file: Some(FileTarget {
+            name: "db-pass".into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: 0o400,
+        }),
+    }];
+    let doc = document(&view);
+    let spec = &doc["Spec"]["TaskTemplate"]["ContainerSpec"];
+    assert_eq!(spec["ReadOnly"], true);
+    assert_eq!(spec["CapabilityAdd"], serde_json::json!(["NET_ADMIN"]));
+    assert_eq!(
+        spec["Mounts"],
+        serde_json::json!([{"Type": "tmpfs", "Target": "/scratch", "TmpfsOptions": {"SizeBytes": 1_048_576}}])
+    );
+    assert_eq!(
+        spec["Secrets"],
+        serde_json::json!([{"File": {"Name": "db-pass", "UID": "0", "GID": "0", "Mode": 256},
+            "SecretID": "s1", "SecretName": "db-pass"}])
+    );
+    assert!(spec.get("Init").is_none(), "unset options stay out: {spec}");
+}
