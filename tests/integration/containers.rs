@@ -434,7 +434,8 @@ fn corrupted_archives_are_refused(node: &Node, dir: &Path) -> Result<()> {
 /// failed with the probe's output and replaced; a secret is readable at
 /// `/run/secrets/<name>` but never logged by a daemon; a config sits at its
 /// absolute target; a bind mount shows the host's files, a named volume
-/// keeps what one task wrote for the next, a tmpfs is a tmpfs; a killed and
+/// keeps what one task wrote for the next (a replacement, then a forced
+/// update), a tmpfs is a tmpfs; a killed and
 /// restarted daemon leaves its container running and re-attached; `service
 /// rm` leaves no container behind.
 /// Method: 1 manager + 1 worker on hosts, the image loaded from a `docker
@@ -490,19 +491,20 @@ fn health_secrets_mounts_and_restart_in_a_container() -> Result<()> {
     wait_until(CONVERGE, || Ok(!alive(pid)))
         .context("the unhealthy container's process was not stopped")?;
     std::fs::write(&healthy, "")?;
-    wait_until(CONVERGE, || {
-        let rows = running_rows(m1, "box")?;
-        Ok(rows.len() == 1 && rows[0]["ID"] != first_id.as_str() && rows[0]["Health"] == "healthy")
-    })
-    .with_context(|| format!("no healthy replacement\n{}", c.report()))?;
-    // The replacement read what the first task wrote in the volume.
-    let volume = wait_logged(m1, "box", "volume", 2)?;
-    ensure!(
-        volume
-            .iter()
-            .any(|(_, v)| first_id.starts_with(v.as_str()) && v.len() == 12),
-        "the replacement should read the first task's hostname from the volume: {volume:?}"
-    );
+    let second = wait_replaced(&c, &first_id)?;
+    // Each task read what the one before it wrote in the volume: the
+    // replacement, then the task of a forced update.
+    m1.ok(&["service", "update", "-d", "--force", "box"])?;
+    wait_replaced(&c, &second)?;
+    let volume = wait_logged(m1, "box", "volume", 3)?;
+    for previous in [&first_id, &second] {
+        ensure!(
+            volume
+                .iter()
+                .any(|(_, v)| v.len() == 12 && previous.starts_with(v.as_str())),
+            "a task should read {previous}'s hostname from the volume: {volume:?}"
+        );
+    }
 
     for node in &c.nodes {
         let log = std::fs::read_to_string(node.log_path()).unwrap_or_default();
@@ -514,6 +516,24 @@ fn health_secrets_mounts_and_restart_in_a_container() -> Result<()> {
     }
     m1.ok(&["service", "rm", "box"])?;
     no_container_is_left(c.node("w1"))
+}
+
+/// Waits until `box`'s one running task is a healthy one other than
+/// `previous`; returns its ID.
+fn wait_replaced(c: &Cluster, previous: &str) -> Result<String> {
+    let mut id = String::new();
+    wait_until(CONVERGE, || {
+        let rows = running_rows(c.node("m1"), "box")?;
+        if let [row] = rows.as_slice()
+            && row["ID"] != previous
+            && row["Health"] == "healthy"
+        {
+            id = row["ID"].as_str().unwrap_or_default().to_string();
+        }
+        Ok(!id.is_empty())
+    })
+    .with_context(|| format!("no healthy replacement of {previous}\n{}", c.report()))?;
+    Ok(id)
 }
 
 /// Creates secret `pw` (from stdin), config `app` and service `box` on the
