@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod chaos;
+mod containers;
 mod foundation;
 mod health;
 mod hosts;

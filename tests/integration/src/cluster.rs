@@ -21,8 +21,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+use crate::images::{Registry, registry_on_host};
 use crate::run::{RunId, remove_run};
 use crate::{Hosts, Node, wait_until};
+
+/// The name of the host [`Cluster::form_on_hosts_with_registry`] runs its
+/// registry on.
+pub const REGISTRY_HOST: &str = "registry";
 
 /// How long a new cluster has to show every node Ready with one leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -96,6 +101,34 @@ impl Cluster {
     /// As [`Cluster::form`], with every node on a host of its own.
     pub fn form_on_hosts(managers: usize, workers: usize) -> Result<Self> {
         Self::start_on_hosts(&Self::names(managers, workers).each_ref())?.formed(managers, workers)
+    }
+
+    /// As [`Cluster::form_on_hosts`], plus a host [`REGISTRY_HOST`] of its
+    /// own (no daemon) running an empty registry that every daemon reaches
+    /// over plain HTTP (started with `--insecure-registry`), as real hosts
+    /// reach a private registry.
+    pub fn form_on_hosts_with_registry(
+        managers: usize,
+        workers: usize,
+    ) -> Result<(Self, Registry)> {
+        let run = Arc::new(RunId::new());
+        let dir = run.tempdir()?;
+        let names = Self::names(managers, workers);
+        let mut hosts = Hosts::create(Arc::clone(&run), &names.each_ref())?;
+        let registry = registry_on_host(hosts.add(REGISTRY_HOST)?)?;
+        let insecure = registry.host();
+        let nodes = hosts
+            .all()
+            .iter()
+            .filter(|h| h.name() != REGISTRY_HOST)
+            .map(|h| {
+                let mut node = Node::on_host(dir.path(), h);
+                node.add_daemon_args(&["--insecure-registry", &insecure]);
+                node
+            })
+            .collect();
+        let cluster = Self::launch(run, dir, nodes, Some(hosts))?.formed(managers, workers)?;
+        Ok((cluster, registry))
     }
 
     fn names(managers: usize, workers: usize) -> Names {

@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-pub use cluster::Cluster;
+pub use cluster::{Cluster, REGISTRY_HOST};
 pub use hosts::{Host, Hosts};
-pub use node::{CONTROL_CALL_TIMEOUT, Node, processes};
+pub use node::{CONTROL_CALL_TIMEOUT, Node, RUNC_ROOT, processes, runc_bin};
 pub use run::{leftovers, sweep_dead_runs};
 
 pub mod linearizability;

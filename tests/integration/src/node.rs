@@ -22,6 +22,10 @@ use crate::run::{kill9, signal};
 use crate::spawn::{spawn_tied, tied_command};
 use crate::{rswarm_bin, wait_until};
 
+/// Where under its data dir a node's `oci` driver keeps runc's state
+/// (`runc --root`).
+pub const RUNC_ROOT: &str = "worker/runc";
+
 /// How long a started daemon has to answer on its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -552,5 +556,39 @@ pub fn processes() -> Vec<(u32, String)> {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9_with_tasks();
+        self.delete_containers();
+    }
+}
+
+impl Node {
+    /// Deletes what runc still records of the node's containers, whose
+    /// processes are dead by now: a killed daemon never runs `runc delete`,
+    /// and the containers' cgroups lie outside the run's directories.
+    fn delete_containers(&self) {
+        let root = self.data_dir.join(RUNC_ROOT);
+        if !root.is_dir() {
+            return;
+        }
+        let runc = || {
+            let mut command = Command::new(runc_bin());
+            command.arg("--root").arg(&root).stderr(Stdio::null());
+            command
+        };
+        let Ok(listed) = runc().args(["list", "-q"]).output() else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&listed.stdout).lines() {
+            let _ = runc().args(["delete", "--force", id]).status();
+        }
+    }
+}
+
+/// runc as the `oci` driver finds it: Debian's, else on `PATH`.
+pub fn runc_bin() -> PathBuf {
+    let debian = PathBuf::from("/usr/sbin/runc");
+    if debian.exists() {
+        debian
+    } else {
+        PathBuf::from("runc")
     }
 }

@@ -182,8 +182,28 @@ pub(crate) fn remove_run(prefix: &str) {
             kill9(pid);
         }
     }
+    unmount_under(&marker);
     for name in tempdir_names().into_iter().filter(|n| mine(n)) {
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(name));
+    }
+}
+
+/// Detaches every mount whose path names the run, deepest first: the
+/// overlay roots and tmpfs of containers whose node was killed stay mounted
+/// (only the driver's `remove` undoes them), and would keep the run's
+/// directories from being removed.
+fn unmount_under(marker: &str) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|point| point.contains(marker))
+        .collect();
+    for point in points.into_iter().rev() {
+        let _ = std::process::Command::new("umount")
+            .args(["--lazy", point])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
