@@ -122,6 +122,13 @@ pub const ASSIGNMENTS_NODE_QUEUE_MAX: usize = 1024;
 /// instead of one message per task.
 pub const ASSIGNMENTS_BATCH_QUIET: Duration = Duration::from_millis(100);
 
+/// A change to a stream that sent nothing for `ASSIGNMENTS_BATCH_QUIET`
+/// goes out after this long instead: enough to gather the rest of the Raft
+/// entry it came in (a scheduler pass's changes arrive together), short
+/// enough that a lone new task does not wait the quiet period (it was most
+/// of a container's start latency).
+pub const ASSIGNMENTS_BATCH_GATHER: Duration = Duration::from_millis(5);
+
 /// Longest a change waits in a batch while changes keep arriving, so a
 /// steady trickle cannot postpone a message forever.
 pub const ASSIGNMENTS_BATCH_DELAY_MAX: Duration = Duration::from_millis(500);
@@ -144,6 +151,7 @@ pub const DISPATCHER_LEADERSHIP_CHECK_PERIOD: Duration = Duration::from_millis(1
 
 const _: () =
     assert!(ASSIGNMENTS_BATCH_QUIET.as_millis() < ASSIGNMENTS_BATCH_DELAY_MAX.as_millis());
+const _: () = assert!(ASSIGNMENTS_BATCH_GATHER.as_millis() < ASSIGNMENTS_BATCH_QUIET.as_millis());
 const _: () = assert!(ASSIGNMENTS_BATCH_CHANGES_MAX < ASSIGNMENTS_NODE_QUEUE_MAX);
 
 // ---- Dispatcher: task status ----

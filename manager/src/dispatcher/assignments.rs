@@ -49,8 +49,8 @@ use super::inputs::NodeInputs;
 use crate::leader::redirect;
 use crate::limits::{
     ASSIGNMENT_STREAMS_MAX, ASSIGNMENTS_BATCH_BYTES_MAX, ASSIGNMENTS_BATCH_CHANGES_MAX,
-    ASSIGNMENTS_BATCH_DELAY_MAX, ASSIGNMENTS_BATCH_QUIET, ASSIGNMENTS_NODE_QUEUE_MAX,
-    DISPATCHER_LEADERSHIP_CHECK_PERIOD, LEADER_WAIT_MAX,
+    ASSIGNMENTS_BATCH_DELAY_MAX, ASSIGNMENTS_BATCH_GATHER, ASSIGNMENTS_BATCH_QUIET,
+    ASSIGNMENTS_NODE_QUEUE_MAX, DISPATCHER_LEADERSHIP_CHECK_PERIOD, LEADER_WAIT_MAX,
 };
 use crate::manager::ManagerContext;
 use crate::store::{StoreError, StoreState};
@@ -218,13 +218,19 @@ impl Router {
 
 /// The changes a stream collected since its last message: the last change
 /// per task wins, so a task created and changed within one batch is sent
-/// once.
+/// once. A batch opened on a quiet stream goes out after the short gather
+/// window (a lone change is not held back); one opened while messages flow
+/// waits for a quiet period, so bursts coalesce.
 #[derive(Debug, Default)]
 pub struct PendingBatch {
     changes: BTreeMap<String, (Change, usize)>,
     bytes: usize,
     first_at: Option<Instant>,
     last_at: Option<Instant>,
+    /// When the last message went out.
+    sent_at: Option<Instant>,
+    /// The batch opened on a stream quiet for `ASSIGNMENTS_BATCH_QUIET`.
+    eager: bool,
 }
 
 impl PendingBatch {
@@ -235,6 +241,11 @@ impl PendingBatch {
             Change::Remove(id) => id.len(),
         };
         self.bytes += size;
+        if self.changes.is_empty() {
+            self.eager = self
+                .sent_at
+                .is_none_or(|sent| now.saturating_duration_since(sent) >= ASSIGNMENTS_BATCH_QUIET);
+        }
         let key = change.task_id().to_string();
         if let Some((_, old_size)) = self.changes.insert(key, (change, size)) {
             self.bytes -= old_size;
@@ -259,16 +270,21 @@ impl PendingBatch {
             || self.bytes >= ASSIGNMENTS_BATCH_BYTES_MAX
     }
 
-    /// When the batch must go out: after a quiet period, or once its oldest
+    /// When the batch must go out: after the gather window when it opened
+    /// on a quiet stream; else after a quiet period, or once its oldest
     /// change waited long enough. `None` when empty.
     pub fn deadline(&self) -> Option<Instant> {
+        let first = self.first_at?;
+        if self.eager {
+            return Some(first + ASSIGNMENTS_BATCH_GATHER);
+        }
         let quiet = self.last_at? + ASSIGNMENTS_BATCH_QUIET;
-        let oldest = self.first_at? + ASSIGNMENTS_BATCH_DELAY_MAX;
-        Some(quiet.min(oldest))
+        Some(quiet.min(first + ASSIGNMENTS_BATCH_DELAY_MAX))
     }
 
-    /// The INCREMENTAL message of everything waiting; the batch is empty after.
-    pub fn take(&mut self) -> AssignmentsMessage {
+    /// The INCREMENTAL message of everything waiting, sent at `now`; the
+    /// batch is empty after.
+    pub fn take(&mut self, now: Instant) -> AssignmentsMessage {
         let mut message = AssignmentsMessage {
             r#type: AssignmentsType::Incremental as i32,
             ..AssignmentsMessage::default()
@@ -282,6 +298,8 @@ impl PendingBatch {
         self.bytes = 0;
         self.first_at = None;
         self.last_at = None;
+        self.sent_at = Some(now);
+        self.eager = false;
         message
     }
 }
@@ -533,7 +551,7 @@ impl NodeStream {
             let now = Instant::now();
             let due = self.batch.deadline().filter(|d| *d <= now).is_some();
             if self.batch.is_full() || due {
-                let batch = self.batch.take();
+                let batch = self.batch.take(now);
                 return Some(Ok(self.with_inputs(batch)));
             }
             let deadline = self.batch.deadline();

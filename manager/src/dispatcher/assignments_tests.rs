@@ -140,13 +140,41 @@ fn router_from_state_knows_assigned_tasks() {
 
 // ---- PendingBatch -------------------------------------------------------------
 
-/// Goal: a batch keeps one change per task (the last), goes out after a
-/// quiet period or its maximum delay, and empties when taken.
+/// Goal: a lone change to a quiet stream goes out after the short gather
+/// window, not the quiet period (a new task starts without waiting).
 #[test]
-fn batch_coalesces_per_task_and_times_out() {
+fn a_change_to_a_quiet_stream_goes_out_at_once() {
     let t0 = Instant::now();
     let mut batch = PendingBatch::default();
+    let t = task("n1", 1, TaskState::Assigned);
+    batch.add(Change::Upsert(Box::new(t.clone())), t0);
+    batch.add(
+        Change::Remove("other".into()),
+        t0 + Duration::from_millis(1),
+    );
+    assert_eq!(batch.deadline(), Some(t0 + ASSIGNMENTS_BATCH_GATHER));
+    let sent = t0 + ASSIGNMENTS_BATCH_GATHER;
+    assert_eq!(batch.take(sent).removed_task_ids.len(), 1);
+    let later = sent + ASSIGNMENTS_BATCH_QUIET;
+    batch.add(Change::Upsert(Box::new(t)), later);
+    assert_eq!(
+        batch.deadline(),
+        Some(later + ASSIGNMENTS_BATCH_GATHER),
+        "quiet again after a quiet period"
+    );
+}
+
+/// Goal: while messages flow, a batch keeps one change per task (the
+/// last), goes out after a quiet period or its maximum delay, and empties
+/// when taken.
+#[test]
+fn batch_coalesces_per_task_and_times_out() {
+    let mut batch = PendingBatch::default();
     assert_eq!(batch.deadline(), None);
+    let before = Instant::now();
+    batch.add(Change::Remove("first".into()), before);
+    batch.take(before);
+    let t0 = before + Duration::from_millis(10);
     let t = task("n1", 1, TaskState::Assigned);
     batch.add(Change::Upsert(Box::new(t.clone())), t0);
     assert_eq!(batch.deadline(), Some(t0 + ASSIGNMENTS_BATCH_QUIET));
@@ -160,7 +188,7 @@ fn batch_coalesces_per_task_and_times_out() {
         );
     }
     assert_eq!(batch.deadline(), Some(t0 + ASSIGNMENTS_BATCH_DELAY_MAX));
-    let message = batch.take();
+    let message = batch.take(t0 + ASSIGNMENTS_BATCH_DELAY_MAX);
     assert_eq!(message.r#type, AssignmentsType::Incremental as i32);
     assert!(message.tasks.is_empty());
     assert!(message.removed_task_ids.contains(&task_id(&t)));
