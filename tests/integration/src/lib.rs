@@ -33,7 +33,7 @@ use anyhow::{Result, bail};
 
 pub use cluster::{Cluster, REGISTRY_HOST};
 pub use hosts::{Host, Hosts};
-pub use node::{CONTROL_CALL_TIMEOUT, Node, RUNC_ROOT, processes, runc_bin};
+pub use node::{CONTROL_CALL_TIMEOUT, Node, RUNC_ROOT, proc_kib, processes, runc_bin};
 pub use run::{leftovers, sweep_dead_runs};
 
 pub mod linearizability;

@@ -539,6 +539,21 @@ pub(crate) fn each_process<T>(mut look: impl FnMut(u32, &Path) -> Option<T>) -> 
         .collect()
 }
 
+/// A "Key:   N kB" line of `/proc/<pid><file>` (`/status`,
+/// `/smaps_rollup`), in KiB: what the memory benchmarks read.
+pub fn proc_kib(pid: u32, file: &str, key: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}{file}"))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(key))
+        .with_context(|| format!("no {key} in /proc/{pid}{file}"))?;
+    line.split_whitespace()
+        .nth(1)
+        .context("no value")?
+        .parse()
+        .context("not a number")
+}
+
 /// Every process as (pid, command line joined by spaces).
 pub fn processes() -> Vec<(u32, String)> {
     each_process(|pid, dir| {

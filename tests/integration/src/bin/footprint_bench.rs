@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rswarm_integration::{Cluster, wait_until};
+use rswarm_integration::{Cluster, proc_kib, wait_until};
 use rswarm_proto::TaskState;
 
 fn main() -> Result<()> {
@@ -21,7 +21,7 @@ fn main() -> Result<()> {
     let worker = c.node("w1");
     let pid = worker.pid().context("worker not running")?;
     std::thread::sleep(Duration::from_secs(2));
-    let idle = kib(pid, "/status", "VmRSS:")?;
+    let idle = proc_kib(pid, "/status", "VmRSS:")?;
     c.node("m1").ok(&[
         "service",
         "create",
@@ -47,7 +47,7 @@ fn main() -> Result<()> {
     })
     .context("tasks did not all run")?;
     std::thread::sleep(Duration::from_secs(3));
-    let busy = kib(pid, "/status", "VmRSS:")?;
+    let busy = proc_kib(pid, "/status", "VmRSS:")?;
     println!(
         "worker daemon RSS: {} KiB idle, {} KiB with {tasks} tasks",
         idle, busy
@@ -56,10 +56,10 @@ fn main() -> Result<()> {
     let mut pss = Vec::new();
     let mut private = Vec::new();
     for shim in worker.shim_pids() {
-        rss.push(kib(shim, "/status", "VmRSS:")?);
-        pss.push(kib(shim, "/smaps_rollup", "Pss:")?);
-        let clean = kib(shim, "/smaps_rollup", "Private_Clean:")?;
-        private.push(clean + kib(shim, "/smaps_rollup", "Private_Dirty:")?);
+        rss.push(proc_kib(shim, "/status", "VmRSS:")?);
+        pss.push(proc_kib(shim, "/smaps_rollup", "Pss:")?);
+        let clean = proc_kib(shim, "/smaps_rollup", "Private_Clean:")?;
+        private.push(clean + proc_kib(shim, "/smaps_rollup", "Private_Dirty:")?);
     }
     println!(
         "shims ({}): RSS median {} KiB, PSS median {} KiB, private median {} KiB",
@@ -74,18 +74,4 @@ fn main() -> Result<()> {
 fn median(v: &mut [u64]) -> u64 {
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or(0)
-}
-
-/// A "Key:   N kB" line of /proc/<pid><file>, in KiB.
-fn kib(pid: u32, file: &str, key: &str) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}{file}"))?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(key))
-        .with_context(|| format!("no {key} in /proc/{pid}{file}"))?;
-    line.split_whitespace()
-        .nth(1)
-        .context("no value")?
-        .parse()
-        .context("not a number")
 }

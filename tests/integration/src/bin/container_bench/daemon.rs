@@ -154,7 +154,7 @@ impl BenchNode {
     fn many(&self, n: usize) -> Result<()> {
         let m1 = self.cluster.node("m1");
         let daemon = m1.pid().context("the daemon is not running")?;
-        let idle_kib = memory::kib(daemon, "/status", "VmRSS:")?;
+        let idle_kib = rswarm_integration::proc_kib(daemon, "/status", "VmRSS:")?;
         let started = Instant::now();
         let asked_ms = now_ms();
         self.create("many", n)?;
@@ -179,7 +179,7 @@ impl BenchNode {
             first_assigned.map_or(-1, |a| last_ms - a),
         );
         std::thread::sleep(SETTLE);
-        let busy_kib = memory::kib(daemon, "/status", "VmRSS:")?;
+        let busy_kib = rswarm_integration::proc_kib(daemon, "/status", "VmRSS:")?;
         println!("daemon RSS: {idle_kib} KiB before, {busy_kib} KiB with {n} containers");
         memory::report_shims(&m1.shim_pids(), n)
     }

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
+use rswarm_integration::proc_kib;
 
 /// Prints the medians over `shims` and the residency checks; fails when
 /// the count of shims is not `expected`.
@@ -17,10 +18,10 @@ pub fn report_shims(shims: &[u32], expected: usize) -> Result<()> {
     );
     let (mut rss, mut pss, mut private) = (vec![], vec![], vec![]);
     for &shim in shims {
-        rss.push(kib(shim, "/status", "VmRSS:")?);
-        pss.push(kib(shim, "/smaps_rollup", "Pss:")?);
-        let clean = kib(shim, "/smaps_rollup", "Private_Clean:")?;
-        private.push(clean + kib(shim, "/smaps_rollup", "Private_Dirty:")?);
+        rss.push(proc_kib(shim, "/status", "VmRSS:")?);
+        pss.push(proc_kib(shim, "/smaps_rollup", "Pss:")?);
+        let clean = proc_kib(shim, "/smaps_rollup", "Private_Clean:")?;
+        private.push(clean + proc_kib(shim, "/smaps_rollup", "Private_Dirty:")?);
     }
     println!(
         "shims ({}): VmRSS median {} KiB, PSS median {} KiB, private median {} KiB",
@@ -51,20 +52,6 @@ pub fn report_shims(shims: &[u32], expected: usize) -> Result<()> {
 fn median(v: &mut [u64]) -> u64 {
     v.sort_unstable();
     crate::stats::quantile(v, 0.5).unwrap_or(0)
-}
-
-/// A "Key:   N kB" line of /proc/<pid><file>, in KiB.
-pub fn kib(pid: u32, file: &str, key: &str) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}{file}"))?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(key))
-        .with_context(|| format!("no {key} in /proc/{pid}{file}"))?;
-    line.split_whitespace()
-        .nth(1)
-        .context("no value")?
-        .parse()
-        .context("not a number")
 }
 
 /// (pid, parent pid, command name) of every process; those that end
