@@ -97,19 +97,7 @@ impl ImageStore {
         for entry in &entries {
             let tags = oci_names(entry);
             let (bytes, digest) = resolve_entry(&files, entry)?;
-            let naming = crate::store::import::Naming {
-                repo_tags: tags.clone(),
-                ..Default::default()
-            };
-            let source = crate::store::import::BlobSource::Files(&files);
-            let record =
-                crate::store::import::import_manifest(self, &bytes, &digest, naming, &source)
-                    .await?;
-            loaded.push(LoadedImage {
-                digest: record.digest,
-                id: record.config_digest,
-                repo_tags: tags,
-            });
+            loaded.push(self.import_loaded(&bytes, &digest, tags, &files).await?);
         }
         Ok(loaded)
     }
@@ -149,21 +137,32 @@ impl ImageStore {
                 .map_err(|e| ImageError::invalid(format!("cannot encode a manifest: {e}")))?;
             let digest = sha256_of(&bytes);
             let tags = normalise_tags(entry.repo_tags.unwrap_or_default())?;
-            let naming = crate::store::import::Naming {
-                repo_tags: tags.clone(),
-                ..Default::default()
-            };
-            let source = crate::store::import::BlobSource::Files(&files);
-            let record =
-                crate::store::import::import_manifest(self, &bytes, &digest, naming, &source)
-                    .await?;
-            loaded.push(LoadedImage {
-                digest: record.digest,
-                id: record.config_digest,
-                repo_tags: tags,
-            });
+            loaded.push(self.import_loaded(&bytes, &digest, tags, &files).await?);
         }
         Ok(loaded)
+    }
+
+    /// Imports one manifest of an archive whose blobs are the spooled
+    /// `files`, tagged `tags`.
+    async fn import_loaded(
+        &self,
+        manifest: &[u8],
+        digest: &str,
+        tags: Vec<String>,
+        files: &BTreeMap<String, PathBuf>,
+    ) -> Result<LoadedImage, ImageError> {
+        let naming = crate::store::import::Naming {
+            repo_tags: tags.clone(),
+            ..Default::default()
+        };
+        let source = crate::store::import::BlobSource::Files(files);
+        let record =
+            crate::store::import::import_manifest(self, manifest, digest, naming, &source).await?;
+        Ok(LoadedImage {
+            digest: record.digest,
+            id: record.config_digest,
+            repo_tags: tags,
+        })
     }
 }
 

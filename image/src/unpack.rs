@@ -335,20 +335,19 @@ impl LayerWriter<'_> {
         owner: (u64, u64),
     ) -> Result<(), ImageError> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let create = || -> Result<OwnedFd, ImageError> {
+            rustix::fs::mkdirat(parent, name, mode)
+                .map_err(|e| self.os_error("create directory", raw, e))?;
+            rustix::fs::openat(parent, name, flags, Mode::empty())
+                .map_err(|e| self.os_error("open directory", raw, e))
+        };
         let dir = match rustix::fs::openat(parent, name, flags, Mode::empty()) {
             Ok(dir) => dir,
-            Err(Errno::NOENT) => {
-                rustix::fs::mkdirat(parent, name, mode)
-                    .map_err(|e| self.os_error("create directory", raw, e))?;
-                rustix::fs::openat(parent, name, flags, Mode::empty())
-                    .map_err(|e| self.os_error("open directory", raw, e))?
-            }
+            Err(Errno::NOENT) => create()?,
+            // A symlink or file where the layer has a directory: replace it.
             Err(Errno::LOOP | Errno::NOTDIR) => {
                 self.remove_existing(parent, name, raw)?;
-                rustix::fs::mkdirat(parent, name, mode)
-                    .map_err(|e| self.os_error("create directory", raw, e))?;
-                rustix::fs::openat(parent, name, flags, Mode::empty())
-                    .map_err(|e| self.os_error("open directory", raw, e))?
+                create()?
             }
             Err(e) => return Err(self.os_error("open directory", raw, e)),
         };
