@@ -23,22 +23,28 @@ const VOLUME_DRIVER: &str = "local";
 /// Serves the volumes of the `oci` driver whose state is in `state_dir`.
 pub(super) struct LocalVolumesApi {
     state_dir: PathBuf,
+    /// Why this node has no volumes (no usable runc), found once at start
+    /// as the driver itself is, rather than by running runc on every call.
+    unavailable: Option<String>,
 }
 
 impl LocalVolumesApi {
     /// The API over the volumes of the driver state in `state_dir`.
     pub(super) fn new(state_dir: PathBuf) -> Self {
-        Self { state_dir }
+        Self {
+            state_dir,
+            unavailable: detect_runc().err(),
+        }
     }
 
     /// The node's volumes, or why this node has none.
     fn volumes(&self) -> Result<Volumes, Status> {
-        detect_runc().map_err(|reason| {
-            Status::failed_precondition(format!(
+        match &self.unavailable {
+            Some(reason) => Err(Status::failed_precondition(format!(
                 "this node does not offer the oci driver, whose volumes these are: {reason}"
-            ))
-        })?;
-        Ok(volumes_in(&self.state_dir))
+            ))),
+            None => Ok(volumes_in(&self.state_dir)),
+        }
     }
 }
 
