@@ -415,15 +415,19 @@ async fn update_config(
         .ok_or_else(|| Status::invalid_argument("update needs a config spec"))?;
     validate_config_spec(&spec)?;
     // Nodes keep a delivered config by ID: one services use keeps its data.
-    ctx.read(|s| match s.config(&req.config_id) {
+    // Checked on this node's own store, without a quorum round trip: the
+    // proposal below fails unless this node leads, and its version check
+    // refuses a config that changed since the caller read it. A service
+    // taking the config into use between this check and the commit races it
+    // just the same after a linearizable read.
+    ctx.store.read(|s| match s.config(&req.config_id) {
         Some(c) if c.spec.as_ref().map(|cs| &cs.data) != Some(&spec.data) => {
             let name = c.spec.as_ref().and_then(|cs| cs.annotations.as_ref());
             let name = name.map_or("", |a| a.name.as_str());
             secrets::refuse_in_use(s, secrets::FileKind::Config, &req.config_id, name)
         }
         _ => Ok(()),
-    })
-    .await??;
+    })?;
     let config = Config {
         meta: Some(Meta {
             id: req.config_id.clone(),
