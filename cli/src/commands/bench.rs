@@ -70,6 +70,13 @@ pub enum BenchCommand {
     E2e(e2e::E2eArgs),
 }
 
+impl BenchCommand {
+    /// Whether the benchmark runs managers or nodes in this process.
+    pub fn runs_nodes(&self) -> bool {
+        matches!(self, BenchCommand::Dispatch(_) | BenchCommand::E2e(_))
+    }
+}
+
 pub async fn run(d: &Daemon, cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Writes { clients, duration } => {

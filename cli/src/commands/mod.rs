@@ -29,6 +29,18 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether this invocation runs nodes in this process (the daemon, the
+    /// simulator, in-process benchmarks) rather than being one client.
+    pub fn runs_nodes(&self) -> bool {
+        match &self.command {
+            Command::Daemon(_) | Command::Sim(_) => true,
+            Command::Bench(bench) => bench.runs_nodes(),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the node daemon (agent, network, and manager when this node is one).
