@@ -230,18 +230,9 @@ def trace(binary, mode):
     driver.start()
     regs = Regs()
     granules = set()
-    deliver = 0
-    for _ in range(STEP_LIMIT):
-        libc.ptrace(PTRACE_SINGLESTEP, pid, None, deliver)
-        deliver = 0
-        _, status = os.waitpid(pid, 0)
-        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-            break
+    for status in steps(libc, pid):
         if status >> 8 == signal.SIGTRAP | (PTRACE_EVENT_VFORK << 8):
             granules |= trace_until_exec(libc, event_message(libc, pid), base)
-            continue
-        if os.WSTOPSIG(status) != signal.SIGTRAP:
-            deliver = os.WSTOPSIG(status)
             continue
         libc.ptrace(PTRACE_GETREGS, pid, None, ctypes.byref(regs))
         address = regs.rip - base
@@ -251,9 +242,6 @@ def trace(binary, mode):
             granules.update(range(address & ~0xF, address + size, 16))
             granules |= resolvers
             run_to_return(libc, pid, regs)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        sys.exit(f"the {mode} shim did not finish within the step limit")
     shutil.rmtree(task_dir, ignore_errors=True)
     print(f"{mode} shim: {len(granules)} code granules executed")
     return granules
@@ -265,23 +253,31 @@ def trace_until_exec(libc, child, base):
     os.waitpid(child, WALL)  # its first stop, once attached
     regs = Regs()
     granules = set()
-    deliver = 0
-    for _ in range(STEP_LIMIT):
-        libc.ptrace(PTRACE_SINGLESTEP, child, None, deliver)
-        deliver = 0
-        _, status = os.waitpid(child, WALL)
-        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-            return granules
+    for status in steps(libc, child):
         if status >> 8 == signal.SIGTRAP | (PTRACE_EVENT_EXEC << 8):
             libc.ptrace(PTRACE_DETACH, child, None, 0)
-            return granules
+            break
+        libc.ptrace(PTRACE_GETREGS, child, None, ctypes.byref(regs))
+        granules.add((regs.rip - base) & ~0xF)
+    return granules
+
+
+def steps(libc, pid):
+    """Single-steps `pid` and yields its wait status at every trap (a step
+    or a ptrace event) until it exits; other signals are passed on."""
+    deliver = 0
+    for _ in range(STEP_LIMIT):
+        libc.ptrace(PTRACE_SINGLESTEP, pid, None, deliver)
+        deliver = 0
+        _, status = os.waitpid(pid, WALL)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            return
         if os.WSTOPSIG(status) != signal.SIGTRAP:
             deliver = os.WSTOPSIG(status)
             continue
-        libc.ptrace(PTRACE_GETREGS, child, None, ctypes.byref(regs))
-        granules.add((regs.rip - base) & ~0xF)
-    os.kill(child, signal.SIGKILL)
-    sys.exit("a spawned child did not reach its exec within the step limit")
+        yield status
+    os.kill(pid, signal.SIGKILL)
+    sys.exit(f"process {pid} did not finish within the step limit of the trace")
 
 
 def event_message(libc, pid):

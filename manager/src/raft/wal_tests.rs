@@ -211,18 +211,24 @@ fn writes_land_in_space_allocated_ahead() {
     );
 }
 
-#[test]
-fn an_older_segment_may_end_in_allocated_zeros() {
+/// A log of entries 1 to `last`, one or two per segment; and its segments.
+fn entries_in_small_segments(last: u64) -> (tempfile::TempDir, Vec<PathBuf>) {
     let dir = tempfile::tempdir().unwrap();
     {
         let (mut wal, _) = Wal::open(dir.path()).unwrap();
         wal.set_segment_target(100);
-        for i in 1..=10 {
+        for i in 1..=last {
             append(&mut wal, i..=i);
         }
     }
     let all = segments(dir.path());
-    assert!(all.len() > 2);
+    assert!(all.len() > 2, "{} segments", all.len());
+    (dir, all)
+}
+
+#[test]
+fn an_older_segment_may_end_in_allocated_zeros() {
+    let (dir, all) = entries_in_small_segments(10);
     // A roll gives the space back without a sync: after a crash the older
     // segment may still have it.
     append_bytes(&all[0], &[0; 4096]);
@@ -305,16 +311,7 @@ fn segments_roll_and_purged_ones_are_deleted() {
 
 #[test]
 fn damage_inside_an_older_segment_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut wal, _) = Wal::open(dir.path()).unwrap();
-        wal.set_segment_target(100);
-        for i in 1..=10 {
-            append(&mut wal, i..=i);
-        }
-    }
-    let all = segments(dir.path());
-    assert!(all.len() > 2);
+    let (dir, all) = entries_in_small_segments(10);
     let older = &all[0];
     let len = std::fs::metadata(older).unwrap().len();
     std::fs::OpenOptions::new()
