@@ -11,10 +11,14 @@ This script finds them: it links the shipped build with a link map, runs two
 shims under ptrace one instruction at a time, one for a process task and one for
 a container (runc creates and starts it, the shim adopts its init, then runs
 `runc delete`): start-up, idle wake-ups, a `status` and a `wait` request, the
-task's stop and exit. It maps every executed address to its input section, and
-writes one pattern per section with the hashes in symbol and file names replaced
-by `*`, so the script keeps matching across rebuilds. Sections that no longer
-exist simply match nothing: a stale script costs memory, not correctness.
+task's stop and exit. It maps every executed address to its input section and
+writes one pattern per section, the code both shims run first and then each
+one's own, with crate hashes and LLVM suffixes replaced by `*` so the script
+keeps matching across rebuilds (a legacy symbol's own hash stays: it tells a
+generic function's instances apart). The read-only data the executed
+instructions address directly goes first in `.rodata` the same way. Sections
+that no longer exist simply match nothing: a stale script costs memory, not
+correctness.
 
 Needs x86_64 Linux, root (runc, cgroups) and ptrace rights over a child, python3,
 runc, a static busybox (the container's `sleep`), and the default linker
