@@ -59,6 +59,32 @@ impl NodeInputs {
         node_id: &str,
         message: &mut AssignmentsMessage,
     ) {
+        if self.may_need_files(s) {
+            self.attach_files(s, key, node_id, message);
+        }
+        if let Some(key) = key {
+            attach_auths(key, message);
+        }
+    }
+
+    /// Whether there can be anything to send or take back: not when the
+    /// node holds nothing and the cluster has no secret and no config. Then
+    /// the walk over the node's tasks is skipped, which a large service's
+    /// assignments would otherwise pay on every message to every node.
+    fn may_need_files(&self, s: &StoreState) -> bool {
+        !self.secrets.is_empty()
+            || !self.configs.is_empty()
+            || s.secrets().next().is_some()
+            || s.configs().next().is_some()
+    }
+
+    fn attach_files(
+        &mut self,
+        s: &StoreState,
+        key: Option<&SecretsKey>,
+        node_id: &str,
+        message: &mut AssignmentsMessage,
+    ) {
         let on_node = s.tasks_on_node(node_id);
         let (secrets, configs) = referenced(on_node.chain(message.tasks.iter()));
         if message.r#type == AssignmentsType::Complete as i32 {
@@ -81,9 +107,6 @@ impl NodeInputs {
                 message.configs.push(config.clone());
                 self.configs.insert(id.clone());
             }
-        }
-        if let Some(key) = key {
-            attach_auths(key, message);
         }
     }
 }

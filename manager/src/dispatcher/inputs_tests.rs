@@ -160,6 +160,23 @@ fn a_node_gets_only_what_its_tasks_reference() {
     assert!(next.removed_secret_ids.is_empty());
 }
 
+/// Goal: a cluster without secrets or configs sends none, and the first
+/// ones created still reach the nodes whose tasks reference them.
+#[test]
+fn the_first_secret_and_config_still_reach_the_node() {
+    let mut f = Fixture::new();
+    f.add_task("t0", "n1", "missing", "missing");
+    let mut inputs = NodeInputs::default();
+    let m = f.message(&mut inputs, "n1", AssignmentsType::Complete, true);
+    assert!(m.secrets.is_empty() && m.configs.is_empty());
+    f.add_secret("s1");
+    f.add_config("c1");
+    f.add_task("t1", "n1", "s1", "c1");
+    let m = f.message(&mut inputs, "n1", AssignmentsType::Incremental, true);
+    assert_eq!(secret_ids(&m), ["s1"]);
+    assert_eq!(config_ids(&m), ["c1"]);
+}
+
 /// Goal: once no task of the node references a secret or config (its task
 /// was deleted or finished), the next message tells the node to forget it.
 #[test]
