@@ -88,6 +88,14 @@ impl Fixture {
         (exit, output)
     }
 
+    /// Stops the task with SIGTERM and `grace` before SIGKILL.
+    async fn terminate(&self, task_id: &str, grace: Duration) -> ExitStatus {
+        self.runtime
+            .stop(task_id, StopRequest { signal: 15, grace })
+            .await
+            .unwrap()
+    }
+
     async fn output(&self, task_id: &str) -> String {
         let lines: Vec<_> = self
             .runtime
@@ -223,17 +231,7 @@ async fn stop_sends_the_signal_then_kills_after_the_grace() {
         .await;
     assert!(pid > 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let exit = fx
-        .runtime
-        .stop(
-            &id,
-            StopRequest {
-                signal: 15,
-                grace: Duration::from_secs(5),
-            },
-        )
-        .await
-        .unwrap();
+    let exit = fx.terminate(&id, Duration::from_secs(5)).await;
     assert_eq!(exit, ExitStatus::Code(7));
     assert!(fx.output(&id).await.contains("got-term"));
 
@@ -241,17 +239,7 @@ async fn stop_sends_the_signal_then_kills_after_the_grace() {
     let id = unique("stopkill");
     fx.start(&task(&id, shell("sleep 100")), &TaskInputs::default())
         .await;
-    let exit = fx
-        .runtime
-        .stop(
-            &id,
-            StopRequest {
-                signal: 15,
-                grace: Duration::from_millis(300),
-            },
-        )
-        .await
-        .unwrap();
+    let exit = fx.terminate(&id, Duration::from_millis(300)).await;
     assert_eq!(exit, ExitStatus::Signal(9));
 }
 
@@ -502,17 +490,7 @@ async fn init_is_pid_one_and_exec_runs_inside_and_times_out() {
         .await
         .unwrap();
     assert_eq!(outcome.exit, ExitStatus::Signal(9));
-    let exit = fx
-        .runtime
-        .stop(
-            &id,
-            StopRequest {
-                signal: 15,
-                grace: Duration::from_secs(5),
-            },
-        )
-        .await
-        .unwrap();
+    let exit = fx.terminate(&id, Duration::from_secs(5)).await;
     assert_eq!(
         exit,
         ExitStatus::Code(143),

@@ -12,30 +12,11 @@ use base64::Engine;
 use rswarm_proto::*;
 use serde_json::{Value, json};
 
+pub use rswarm_manager::controlapi::secrets::FileKind;
+use rswarm_manager::limits::OBJECT_DATA_BYTES_MAX;
+
 use crate::client::Daemon;
 use crate::output::{Filters, ListFormat, ago_at, now_ms, print_json_lines, print_table, rfc3339};
-
-/// Largest payload read from a file or stdin: the managers' limit (Docker's),
-/// plus one byte to tell "too large" from "exactly at the limit".
-const DATA_BYTES_MAX: usize = 500 * 1024;
-
-/// Which kind of object a command manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    /// `rswarm secret`.
-    Secret,
-    /// `rswarm config`.
-    Config,
-}
-
-impl FileKind {
-    fn noun(self) -> &'static str {
-        match self {
-            FileKind::Secret => "secret",
-            FileKind::Config => "config",
-        }
-    }
-}
 
 /// The commands of `rswarm secret` and `rswarm config`.
 #[derive(Debug, clap::Subcommand)]
@@ -205,10 +186,10 @@ pub fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-/// Reads at most `DATA_BYTES_MAX` bytes from `source` ("-": stdin).
+/// Reads at most `OBJECT_DATA_BYTES_MAX` bytes from `source` ("-": stdin).
 fn read_data(kind: FileKind, source: &str) -> Result<Vec<u8>> {
     let mut data = Vec::new();
-    let limit = DATA_BYTES_MAX as u64 + 1;
+    let limit = OBJECT_DATA_BYTES_MAX as u64 + 1;
     if source == "-" {
         std::io::stdin()
             .take(limit)
@@ -219,10 +200,10 @@ fn read_data(kind: FileKind, source: &str) -> Result<Vec<u8>> {
             .and_then(|f| f.take(limit).read_to_end(&mut data))
             .with_context(|| format!("cannot read {source}"))?;
     }
-    if data.len() > DATA_BYTES_MAX {
+    if data.len() > OBJECT_DATA_BYTES_MAX {
         bail!(
             "{source} is larger than {} KiB, the largest {} allowed",
-            DATA_BYTES_MAX / 1024,
+            OBJECT_DATA_BYTES_MAX / 1024,
             kind.noun()
         );
     }
@@ -505,16 +486,16 @@ mod tests {
         assert!(parse_labels(&["=x".into()]).is_err());
         let dir = tempfile::tempdir().unwrap();
         let big = dir.path().join("big");
-        std::fs::write(&big, vec![0u8; DATA_BYTES_MAX + 1]).unwrap();
+        std::fs::write(&big, vec![0u8; OBJECT_DATA_BYTES_MAX + 1]).unwrap();
         let e = read_data(FileKind::Secret, big.to_str().unwrap()).unwrap_err();
         assert!(e.to_string().contains("larger than 500 KiB"), "{e}");
         let ok = dir.path().join("ok");
-        std::fs::write(&ok, vec![1u8; DATA_BYTES_MAX]).unwrap();
+        std::fs::write(&ok, vec![1u8; OBJECT_DATA_BYTES_MAX]).unwrap();
         assert_eq!(
             read_data(FileKind::Config, ok.to_str().unwrap())
                 .unwrap()
                 .len(),
-            DATA_BYTES_MAX
+            OBJECT_DATA_BYTES_MAX
         );
     }
 }

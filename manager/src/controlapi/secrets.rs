@@ -33,7 +33,8 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    fn noun(self) -> &'static str {
+    /// The word for it in messages and commands.
+    pub fn noun(self) -> &'static str {
         match self {
             FileKind::Secret => "secret",
             FileKind::Config => "config",
